@@ -1,0 +1,34 @@
+# The README's commands. Everything is installed into .venv; the broker's jars into ~/.cache.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install check-tools clean
+
+demo: $(STAMP)
+	$(BIN)/medstream demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/ruff format --check streams tests bench
+	$(BIN)/mypy streams
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml | check-tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+check-tools:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed")'
+	@command -v java >/dev/null || { echo "Java 17+ is needed to run Kafka" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed to fetch Kafka's jars" >&2; exit 1; }
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""The Faust application factory: one app, its topics and its agents, built from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.kafka_client import ssl_context
+from streams.settings import SecurityProtocol, Settings
+from streams.topics import (
+    ADMIN_ALERTS,
+    AUDIT_LOG,
+    DEAD_LETTERS,
+    INTERACTION_WARNINGS,
+    MEDICATION_EVENTS,
+    MEDICATION_REMINDERS,
+    NOTIFICATIONS,
+    PATIENT_EVENTS,
+    REFILL_ALERTS,
+    SCHEDULE_EVENTS,
+    TopicSpec,
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The app's Faust topic objects, one per topic of the contract.
+
+    Keys and values travel as raw bytes: decoding is medstream's own step, so that an event that
+    cannot be decoded still reaches an agent and can be dead-lettered with its reason.
+    """
+
+    medication_events_topic: faust.TopicT
+    schedule_events_topic: faust.TopicT
+    patient_events_topic: faust.TopicT
+    medication_reminders_topic: faust.TopicT
+    refill_alerts_topic: faust.TopicT
+    interaction_warnings_topic: faust.TopicT
+    notifications_topic: faust.TopicT
+    dead_letters_topic: faust.TopicT
+    admin_alerts_topic: faust.TopicT
+    audit_log_topic: faust.TopicT
+
+
+@dataclass(frozen=True)
+class Medstream:
+    """A configured medstream application."""
+
+    app: faust.App
+    topics: Topics
+    settings: Settings
+
+
+def _credentials(settings: Settings) -> Any:
+    context = ssl_context(settings)
+    if settings.security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings) -> Medstream:
+    """Build the Faust app, its topics and its agents from the settings."""
+    broker_urls = ";".join(f"kafka://{server}" for server in settings.bootstrap_server_list)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls,
+        broker_credentials=_credentials(settings),
+        store=settings.store_url,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        autodiscover=False,
+    )
+
+    def declare(spec: TopicSpec) -> faust.TopicT:
+        return app.topic(
+            settings.topic_name(spec.base_name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.topic_partitions,
+        )
+
+    topics = Topics(
+        medication_events_topic=declare(MEDICATION_EVENTS),
+        schedule_events_topic=declare(SCHEDULE_EVENTS),
+        patient_events_topic=declare(PATIENT_EVENTS),
+        medication_reminders_topic=declare(MEDICATION_REMINDERS),
+        refill_alerts_topic=declare(REFILL_ALERTS),
+        interaction_warnings_topic=declare(INTERACTION_WARNINGS),
+        notifications_topic=declare(NOTIFICATIONS),
+        dead_letters_topic=declare(DEAD_LETTERS),
+        admin_alerts_topic=declare(ADMIN_ALERTS),
+        audit_log_topic=declare(AUDIT_LOG),
+    )
+    return Medstream(app=app, topics=topics, settings=settings)

@@ -1,0 +1,137 @@
+"""The medstream command line: worker, broker, topics and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the command line's options on top."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(_settings(web_port=args.web_port, data_dir=args.data_dir))
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> Any:
+    from streams.local_kafka import LocalKafka
+
+    settings = _settings(
+        broker_port=args.port,
+        broker_controller_port=args.controller_port,
+        broker_data_dir=args.data_dir,
+        broker_heap=args.heap,
+    )
+    return LocalKafka.from_settings(settings)
+
+
+def _cmd_broker_start(args: argparse.Namespace) -> int:
+    broker = _broker(args)
+    started = broker.start()
+    state = "started" if started else "already running"
+    print(f"broker {state} at {broker.bootstrap_servers}")
+    return 0
+
+
+def _cmd_broker_stop(args: argparse.Namespace) -> int:
+    broker = _broker(args)
+    print("broker stopped" if broker.stop() else "broker was not running")
+    return 0
+
+
+def _cmd_broker_status(args: argparse.Namespace) -> int:
+    status = _broker(args).status()
+    print(json.dumps(status, indent=2))
+    running = any(pid is not None for pid in status["nodes"].values())
+    return 0 if running and status["brokers_answering"] else 1
+
+
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(_settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(_settings(), duration=args.duration)
+
+
+def _add_broker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, help="client port (MEDSTREAM_BROKER_PORT)")
+    parser.add_argument(
+        "--controller-port", type=int, help="controller port (MEDSTREAM_BROKER_CONTROLLER_PORT)"
+    )
+    parser.add_argument("--data-dir", type=Path, help="data directory (MEDSTREAM_BROKER_DATA_DIR)")
+    parser.add_argument("--heap", help="JVM heap, e.g. 512m (MEDSTREAM_BROKER_HEAP)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run a stream-processing worker")
+    worker.add_argument("--web-port", type=int, help="web server port (MEDSTREAM_WEB_PORT)")
+    worker.add_argument("--data-dir", type=Path, help="table data (MEDSTREAM_DATA_DIR)")
+    worker.set_defaults(handler=_cmd_worker)
+
+    broker = commands.add_parser("broker", help="run a local Apache Kafka broker")
+    broker_commands = broker.add_subparsers(dest="broker_command", required=True)
+    for name, handler, text in (
+        ("start", _cmd_broker_start, "start it (harmless when it runs already)"),
+        ("stop", _cmd_broker_stop, "stop it and wait until it has exited"),
+        ("status", _cmd_broker_status, "is it running and answering?"),
+    ):
+        sub = broker_commands.add_parser(name, help=text)
+        _add_broker_options(sub)
+        sub.set_defaults(handler=handler)
+
+    topics = commands.add_parser("topics", help="manage the contract's topics")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_commands.add_parser("create", help="create the topics that are missing")
+    create.set_defaults(handler=_cmd_topics_create)
+
+    demo = commands.add_parser(
+        "demo", help="start broker and worker, feed a demo scenario, print what comes out"
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The Kafka client's routine INFO lines (subscriptions, metadata) drown the CLI's output.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        code = args.handler(args)
+    except ValidationError as error:
+        print(f"medstream: invalid settings:\n{error}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

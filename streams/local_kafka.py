@@ -1,0 +1,412 @@
+"""Runs a real Apache Kafka broker (KRaft) on loopback from Maven Central jars, without Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaClient
+
+from streams.settings import REPOSITORY_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+DEPLOY_DIR = REPOSITORY_ROOT / "deploy" / "kafka"
+PID_FILE = "broker.pid"
+LOG_FILE = "broker.log"
+PROPERTIES_FILE = "server.properties"
+CLUSTER_ID_FILE = "cluster.id"
+CLASSPATH_COMPLETE_MARKER = ".complete"
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be prepared, started or stopped."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One combined broker+controller node of a local KRaft cluster."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    data_dir: Path
+
+    @property
+    def bootstrap_server(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / PROPERTIES_FILE
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A local cluster: its nodes share one quorum, one class path and one cluster id.
+
+    A single node is the common case; three nodes make a failover cluster, and
+    ``extra_properties`` carries listener and authorizer settings such as SASL/SCRAM.
+    """
+
+    nodes: tuple[NodeSpec, ...]
+    kafka_version: str
+    cache_dir: Path
+    heap: str
+    start_timeout: float = 90.0
+    extra_properties: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def single_node(cls, settings: Settings) -> ClusterSpec:
+        node = NodeSpec(
+            node_id=1,
+            host=settings.broker_host,
+            port=settings.broker_port,
+            controller_port=settings.broker_controller_port,
+            data_dir=settings.broker_data_dir.resolve(),
+        )
+        return cls(
+            nodes=(node,),
+            kafka_version=settings.broker_kafka_version,
+            cache_dir=settings.broker_cache_dir,
+            heap=settings.broker_heap,
+            start_timeout=settings.broker_start_timeout,
+        )
+
+    @property
+    def quorum_voters(self) -> str:
+        return ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(n.bootstrap_server for n in self.nodes)
+
+    @property
+    def classpath_dir(self) -> Path:
+        return self.cache_dir / f"kafka-{self.kafka_version}" / "libs"
+
+
+def render_server_properties(cluster: ClusterSpec, node: NodeSpec) -> str:
+    """The server.properties of one node, as text."""
+    replication = str(min(3, len(cluster.nodes)))
+    min_isr = str(max(1, min(2, len(cluster.nodes) - 1)))
+    properties: dict[str, str] = {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "listeners": (
+            f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "controller.quorum.voters": cluster.quorum_voters,
+        "log.dirs": str(node.log_dir),
+        "num.partitions": "1",
+        # Topics are created deliberately by medstream with their partition count; a typo in a
+        # topic name must fail loudly instead of creating a one-partition topic.
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": replication,
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": replication,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replication,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+    }
+    properties.update(cluster.extra_properties)
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in unpadded URL-safe base64."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+
+
+def ensure_classpath(cluster: ClusterSpec) -> Path:
+    """Fetch the broker's jars from Maven Central into the cache once; return their folder."""
+    libs = cluster.classpath_dir
+    if (libs / CLASSPATH_COMPLETE_MARKER).exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven ('mvn') is needed to fetch Kafka's jars; install it first")
+    libs.mkdir(parents=True, exist_ok=True)
+    log.info("fetching Apache Kafka %s jars into %s", cluster.kafka_version, libs)
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(DEPLOY_DIR / "pom.xml"),
+            f"-Dkafka.version={cluster.kafka_version}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BrokerError(
+            f"fetching Kafka {cluster.kafka_version} failed:\n{result.stdout}{result.stderr}"
+        )
+    (libs / CLASSPATH_COMPLETE_MARKER).touch()
+    return libs
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("Java 17 or newer is needed to run Kafka; install it first")
+    return java
+
+
+def _running_pid(node: NodeSpec) -> int | None:
+    """The pid of this node's broker if it is running, else None (a stale pid file is removed)."""
+    try:
+        pid = int(node.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        node.pid_file.unlink(missing_ok=True)
+        return None
+    # A recycled pid belongs to another program: only our java with our properties counts.
+    if str(node.properties_file).encode() not in cmdline:
+        node.pid_file.unlink(missing_ok=True)
+        return None
+    if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+        return None
+    return pid
+
+
+async def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> list[int] | None:
+    """Ask the cluster for its metadata; return the ids of the brokers it lists, or None."""
+    # While a broker boots, every probe fails to connect; those errors are expected noise.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=int(timeout * 1000),
+        connections_max_idle_ms=int(timeout * 1000) + 1000,
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout)
+        return sorted(broker.nodeId for broker in metadata.brokers())
+    except Exception:
+        return None
+    finally:
+        await client.close()
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+
+class LocalKafka:
+    """Start, stop and inspect a local cluster described by a ClusterSpec."""
+
+    def __init__(self, cluster: ClusterSpec) -> None:
+        self.cluster = cluster
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKafka:
+        return cls(ClusterSpec.single_node(settings))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.cluster.bootstrap_servers
+
+    def running_pids(self) -> dict[int, int | None]:
+        """Node id to pid of its running broker process (None when it is not running)."""
+        return {node.node_id: _running_pid(node) for node in self.cluster.nodes}
+
+    def start(self) -> bool:
+        """Start every node that is not running and wait until the cluster answers.
+
+        Returns True when it started something, False when everything was already running.
+        """
+        libs = ensure_classpath(self.cluster)
+        started: list[tuple[NodeSpec, subprocess.Popen[bytes]]] = []
+        cluster_id = self._cluster_id()
+        for node in self.cluster.nodes:
+            if _running_pid(node) is not None:
+                continue
+            started.append((node, self._start_node(node, libs, cluster_id)))
+        try:
+            asyncio.run(self._wait_ready(started))
+        except BaseException:
+            for node, process in started:
+                self._terminate(node, process.pid)
+            raise
+        return bool(started)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop every running node (SIGTERM, then SIGKILL after ``timeout``)."""
+        stopped = False
+        for node in self.cluster.nodes:
+            pid = _running_pid(node)
+            if pid is not None:
+                self._terminate(node, pid, timeout)
+                stopped = True
+            node.pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> dict[str, object]:
+        """Which nodes run, and whether the cluster answers a metadata request."""
+        pids = self.running_pids()
+        answering = None
+        if any(pid is not None for pid in pids.values()):
+            answering = asyncio.run(probe_metadata(self.bootstrap_servers))
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "nodes": {node_id: pid for node_id, pid in pids.items()},
+            "brokers_answering": answering or [],
+        }
+
+    def _cluster_id(self) -> str:
+        # All nodes of one cluster must be formatted with the same id; it lives beside node 1.
+        id_file = self.cluster.nodes[0].data_dir / CLUSTER_ID_FILE
+        if id_file.exists():
+            return id_file.read_text().strip()
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        cluster_id = new_cluster_id()
+        id_file.write_text(cluster_id)
+        return cluster_id
+
+    def _start_node(self, node: NodeSpec, libs: Path, cluster_id: str) -> subprocess.Popen[bytes]:
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.properties_file.write_text(render_server_properties(self.cluster, node))
+        classpath = f"{libs}/*"
+        if not (node.log_dir / "meta.properties").exists():
+            result = subprocess.run(
+                [
+                    _java(),
+                    "-Xmx256m",
+                    "-cp",
+                    classpath,
+                    f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(node.properties_file),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise BrokerError(f"formatting node {node.node_id} failed:\n{result.stderr}")
+        log_handle = node.log_file.open("ab")
+        try:
+            process = subprocess.Popen(
+                [
+                    _java(),
+                    f"-Xmx{self.cluster.heap}",
+                    f"-Xms{self.cluster.heap}",
+                    "-XX:+UseG1GC",
+                    "-XX:MaxGCPauseMillis=20",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+                    f"-Dkafka.logs.dir={node.data_dir}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(node.properties_file),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C meant for a foreground program must not reach it.
+                start_new_session=True,
+            )
+        finally:
+            log_handle.close()
+        node.pid_file.write_text(str(process.pid))
+        return process
+
+    async def _wait_ready(
+        self, started: Sequence[tuple[NodeSpec, subprocess.Popen[bytes]]]
+    ) -> None:
+        expected = sorted(node.node_id for node in self.cluster.nodes)
+        deadline = time.monotonic() + self.cluster.start_timeout
+        while True:
+            for node, process in started:
+                if process.poll() is not None:
+                    tail = node.log_file.read_text(errors="replace")[-4000:]
+                    raise BrokerError(
+                        f"broker node {node.node_id} exited with {process.returncode}:\n{tail}"
+                    )
+            if await probe_metadata(self.bootstrap_servers, timeout=2.0) == expected:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the broker did not answer a metadata request within "
+                    f"{self.cluster.start_timeout:.0f}s; see {self.cluster.nodes[0].log_file}"
+                )
+            await asyncio.sleep(0.5)
+
+    @staticmethod
+    def _terminate(node: NodeSpec, pid: int, timeout: float = 30.0) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            node.pid_file.unlink(missing_ok=True)
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            log.warning("broker node %s ignored SIGTERM; killing it", node.node_id)
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.1)
+        node.pid_file.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    # A child we started ourselves stays a zombie until reaped; reap it if it is ours.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

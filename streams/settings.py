@@ -1,0 +1,146 @@
+"""The one settings object of medstream, read from MEDSTREAM_* environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SecurityProtocol(StrEnum):
+    """How clients talk to the brokers."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+    SSL = "SSL"
+
+
+class Settings(BaseSettings):
+    """Everything configurable in medstream.
+
+    Each field is read from the environment variable named beside it (``MEDSTREAM_`` plus the
+    field name in upper case). The README lists them all. Build it with ``Settings()`` at the
+    edge of the program (the CLI, a test fixture), never at import time.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDSTREAM_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    # --- Kafka clients -------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="MEDSTREAM_BOOTSTRAP_SERVERS: comma-separated host:port list of brokers.",
+    )
+    security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT,
+        description="MEDSTREAM_SECURITY_PROTOCOL: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL.",
+    )
+    sasl_mechanism: str = Field(
+        "SCRAM-SHA-512",
+        description="MEDSTREAM_SASL_MECHANISM: SASL mechanism when a SASL protocol is used.",
+    )
+    sasl_username: str | None = Field(None, description="MEDSTREAM_SASL_USERNAME: SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        None, description="MEDSTREAM_SASL_PASSWORD: SASL password (never printed)."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="MEDSTREAM_SSL_CAFILE: CA bundle that signed the brokers' certificates."
+    )
+
+    # --- Topics and the Faust app ----------------------------------------------------------
+    app_id: str = Field(
+        "medstream",
+        description="MEDSTREAM_APP_ID: Faust application id; also the consumer group id.",
+    )
+    topic_prefix: str = Field(
+        "",
+        description="MEDSTREAM_TOPIC_PREFIX: prepended to every topic name (e.g. 'prod.').",
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="MEDSTREAM_TOPIC_PARTITIONS: partitions of every topic created."
+    )
+    topic_replication_factor: int = Field(
+        1, ge=1, description="MEDSTREAM_TOPIC_REPLICATION_FACTOR: replicas of every topic."
+    )
+    store_url: str = Field(
+        "rocksdb://",
+        description="MEDSTREAM_STORE_URL: table store, 'rocksdb://' or 'memory://'.",
+    )
+    data_dir: Path = Field(
+        Path("var/worker"),
+        description="MEDSTREAM_DATA_DIR: where the worker keeps its tables (RocksDB).",
+    )
+    web_host: str = Field(
+        "127.0.0.1", description="MEDSTREAM_WEB_HOST: interface of the worker's web server."
+    )
+    web_port: int = Field(
+        6066, ge=1, le=65535, description="MEDSTREAM_WEB_PORT: port of the worker's web server."
+    )
+    web_enabled: bool = Field(
+        True, description="MEDSTREAM_WEB_ENABLED: run the worker's web server."
+    )
+    log_level: str = Field(
+        "info", description="MEDSTREAM_LOG_LEVEL: debug, info, warning or error."
+    )
+
+    # --- The local broker (`medstream broker ...`) ------------------------------------------
+    broker_host: str = Field(
+        "127.0.0.1", description="MEDSTREAM_BROKER_HOST: loopback address the broker binds."
+    )
+    broker_port: int = Field(
+        9092, ge=1, le=65535, description="MEDSTREAM_BROKER_PORT: the broker's client port."
+    )
+    broker_controller_port: int = Field(
+        9093,
+        ge=1,
+        le=65535,
+        description="MEDSTREAM_BROKER_CONTROLLER_PORT: the KRaft controller port.",
+    )
+    broker_data_dir: Path = Field(
+        Path("var/kafka"),
+        description="MEDSTREAM_BROKER_DATA_DIR: log directory, pid file and broker log.",
+    )
+    broker_heap: str = Field(
+        "512m", description="MEDSTREAM_BROKER_HEAP: JVM heap of the broker (-Xmx and -Xms)."
+    )
+    broker_kafka_version: str = Field(
+        "4.0.2", description="MEDSTREAM_BROKER_KAFKA_VERSION: Apache Kafka server version."
+    )
+    broker_cache_dir: Path = Field(
+        Path.home() / ".cache" / "medstream",
+        description="MEDSTREAM_BROKER_CACHE_DIR: where the broker's class path is cached.",
+    )
+    broker_start_timeout: float = Field(
+        90.0, gt=0, description="MEDSTREAM_BROKER_START_TIMEOUT: seconds to wait for readiness."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers or any(":" not in server for server in servers):
+            raise ValueError("expected a comma-separated list of host:port")
+        return ",".join(servers)
+
+    @property
+    def bootstrap_server_list(self) -> list[str]:
+        """The brokers as a list of host:port strings."""
+        return self.bootstrap_servers.split(",")
+
+    def topic_name(self, base_name: str) -> str:
+        """The full name of a topic in this deployment."""
+        return f"{self.topic_prefix}{base_name}"

@@ -1,0 +1,112 @@
+"""Every Kafka topic of the public contract, declared once, and their creation on the brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.kafka_client import client_options
+from streams.settings import Settings
+
+
+class Direction(StrEnum):
+    """Whether upstream writes a topic (in) or medstream does (out)."""
+
+    IN = "in"
+    OUT = "out"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of ARCHITECTURE.md: its default name, direction and the events it carries."""
+
+    base_name: str
+    direction: Direction
+    event_types: tuple[str, ...]
+
+
+MEDICATION_EVENTS = TopicSpec(
+    "medication-events",
+    Direction.IN,
+    (
+        "MedicationPrescribed",
+        "MedicationDiscontinued",
+        "DoseTaken",
+        "DoseSkipped",
+        "RefillDispensed",
+    ),
+)
+SCHEDULE_EVENTS = TopicSpec("schedule-events", Direction.IN, ("ScheduleSet", "ScheduleCleared"))
+PATIENT_EVENTS = TopicSpec("patient-events", Direction.IN, ("ContactPreferencesSet",))
+MEDICATION_REMINDERS = TopicSpec(
+    "medication-reminders", Direction.OUT, ("ReminderDue", "DoseMissed")
+)
+REFILL_ALERTS = TopicSpec("refill-alerts", Direction.OUT, ("RefillAlert",))
+INTERACTION_WARNINGS = TopicSpec("interaction-warnings", Direction.OUT, ("InteractionWarning",))
+NOTIFICATIONS = TopicSpec("notifications", Direction.OUT, ("NotificationOutcome",))
+DEAD_LETTERS = TopicSpec("dead-letters", Direction.OUT, ("DeadLetter",))
+ADMIN_ALERTS = TopicSpec("admin-alerts", Direction.OUT, ("AdminAlert",))
+AUDIT_LOG = TopicSpec("audit-log", Direction.OUT, ("AuditRecord",))
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    MEDICATION_EVENTS,
+    SCHEDULE_EVENTS,
+    PATIENT_EVENTS,
+    MEDICATION_REMINDERS,
+    REFILL_ALERTS,
+    INTERACTION_WARNINGS,
+    NOTIFICATIONS,
+    DEAD_LETTERS,
+    ADMIN_ALERTS,
+    AUDIT_LOG,
+)
+INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.IN)
+OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
+
+
+def topic_names(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+    """The deployment's full names of the given topics."""
+    return [settings.topic_name(spec.base_name) for spec in specs]
+
+
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+    """Create the topics that do not exist yet; return the names it created.
+
+    Existing topics are left as they are: changing a live topic's partition count would move
+    patients between partitions and break per-patient ordering.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topic_names(settings, specs) if name not in existing]
+        if missing:
+            # Another worker may create them at the same moment.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication_factor,
+                        )
+                        for name in missing
+                    ]
+                )
+            await _wait_until_listed(admin, missing)
+        return missing
+    finally:
+        await admin.close()
+
+
+async def _wait_until_listed(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    for _ in range(100):
+        if set(names) <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topics not visible after creation: {sorted(names)}")

@@ -1,0 +1,57 @@
+"""The demo scenario tells the story the README promises, with unique ids and proper times."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from streams.demo import build_scenario, describe
+from streams.topics import INPUT_TOPICS
+
+
+def test_the_story() -> None:
+    now = datetime(2026, 1, 15, 6, 59, 30, tzinfo=UTC)
+    scenario = build_scenario(now, "run1")
+    types = [item.payload["event_type"] for item in scenario]
+    assert types[0] == "ContactPreferencesSet"
+    assert Counter(types)["MedicationPrescribed"] == 3
+    assert Counter(types)["ScheduleSet"] == 2
+    assert Counter(types)["DoseTaken"] == 7
+    assert types[-1] == "MedicationPrescribed"
+    assert scenario[-1].payload["rxnorm_code"] == "1191"  # aspirin, which meets warfarin
+
+    ids = [item.payload["event_id"] for item in scenario]
+    assert len(set(ids)) == len(ids)
+    assert {item.topic for item in scenario} <= set(INPUT_TOPICS)
+    assert len({item.payload["patient_id"] for item in scenario}) == 1
+
+    # One minute ahead, in the patient's zone (UTC-5 in January in New York).
+    schedule = next(item for item in scenario if item.payload["event_type"] == "ScheduleSet")
+    assert schedule.payload["times_of_day"] == ["02:00:30"]
+    for item in scenario:
+        occurred = datetime.fromisoformat(item.payload["occurred_at"])
+        assert occurred.tzinfo is not None
+        assert now - timedelta(minutes=1) <= occurred <= now
+
+
+def test_supply_runs_low_after_the_doses() -> None:
+    scenario = build_scenario(datetime.now(UTC), "run2")
+    metformin = next(
+        item.payload for item in scenario if item.payload.get("medication_id") == "med-metformin"
+    )
+    doses = sum(
+        1
+        for item in scenario
+        if item.payload["event_type"] == "DoseTaken"
+        and item.payload["medication_id"] == "med-metformin"
+    )
+    remaining = metformin["supply_quantity"] - doses * metformin["dose_quantity"]
+    days_left = remaining / (2 * metformin["dose_quantity"])
+    assert days_left < metformin["refill_threshold_days"] < metformin["supply_quantity"] / 2
+
+
+def test_describe_is_readable_for_any_bytes() -> None:
+    assert "not JSON" in describe("dead-letters", b"\xc3\x01\x00")
+    line = describe("refill-alerts", b'{"event_type": "RefillAlert", "reason": "LOW_SUPPLY"}')
+    assert "RefillAlert" in line
+    assert "LOW_SUPPLY" in line

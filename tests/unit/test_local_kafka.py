@@ -1,0 +1,58 @@
+"""The local broker's configuration is rendered correctly for one and for three nodes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from streams.local_kafka import ClusterSpec, NodeSpec, new_cluster_id, render_server_properties
+from streams.settings import Settings
+
+
+def parse(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_single_node_from_settings(tmp_path: Path) -> None:
+    settings = Settings(broker_port=29092, broker_controller_port=29093, broker_data_dir=tmp_path)
+    cluster = ClusterSpec.single_node(settings)
+    properties = parse(render_server_properties(cluster, cluster.nodes[0]))
+    assert properties["process.roles"] == "broker,controller"
+    assert properties["node.id"] == "1"
+    assert properties["listeners"] == ("PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093")
+    assert properties["controller.quorum.voters"] == "1@127.0.0.1:29093"
+    assert properties["log.dirs"] == str(tmp_path / "log")
+    assert properties["offsets.topic.replication.factor"] == "1"
+    assert properties["transaction.state.log.min.isr"] == "1"
+    assert properties["group.initial.rebalance.delay.ms"] == "0"
+    assert properties["auto.create.topics.enable"] == "false"
+    assert cluster.bootstrap_servers == "127.0.0.1:29092"
+
+
+def test_three_nodes_share_a_quorum_and_replicate(tmp_path: Path) -> None:
+    nodes = tuple(
+        NodeSpec(i, "127.0.0.1", 39090 + 2 * i, 39091 + 2 * i, tmp_path / f"node-{i}")
+        for i in (1, 2, 3)
+    )
+    cluster = ClusterSpec(
+        nodes=nodes,
+        kafka_version="4.0.2",
+        cache_dir=tmp_path,
+        heap="256m",
+        extra_properties={"authorizer.class.name": "Example"},
+    )
+    second = parse(render_server_properties(cluster, nodes[1]))
+    assert second["node.id"] == "2"
+    assert second["controller.quorum.voters"] == (
+        "1@127.0.0.1:39093,2@127.0.0.1:39095,3@127.0.0.1:39097"
+    )
+    assert second["offsets.topic.replication.factor"] == "3"
+    assert second["transaction.state.log.min.isr"] == "2"
+    assert second["authorizer.class.name"] == "Example"
+    assert cluster.bootstrap_servers.count(",") == 2
+
+
+def test_cluster_ids_are_sixteen_random_bytes() -> None:
+    first, second = new_cluster_id(), new_cluster_id()
+    assert first != second
+    assert len(base64.urlsafe_b64decode(first + "==")) == 16
