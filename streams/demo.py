@@ -291,7 +291,7 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        print("\nstopping ...")
+        _say("\nstopping ...")
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -303,6 +303,12 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
             asyncio.run(_delete_demo_topics(demo_settings))
         if started_broker:
             broker.stop()
-            print("worker and broker stopped")
+            _say("worker and broker stopped")
         else:
-            print("worker stopped (the broker was already running and is left running)")
+            _say("worker stopped (the broker was already running and is left running)")
+
+
+def _say(text: str) -> None:
+    # Shutdown must finish even when whatever read our output (a pipe, a pager) is gone.
+    with contextlib.suppress(OSError):
+        print(text, flush=True)

@@ -214,7 +214,9 @@ def _running_pid(node: NodeSpec) -> int | None:
 async def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> list[int] | None:
     """Ask the cluster for its metadata; return the ids of the brokers it lists, or None."""
     # While a broker boots, every probe fails to connect; those errors are expected noise.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    aiokafka_log = logging.getLogger("aiokafka")
+    previous_level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap_servers,
         request_timeout_ms=int(timeout * 1000),
@@ -228,7 +230,7 @@ async def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> list[i
         return None
     finally:
         await client.close()
-        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+        aiokafka_log.setLevel(previous_level)
 
 
 class LocalKafka:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from streams.settings import SecurityProtocol, Settings
 
 
 def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in [name for name in os.environ if name.startswith("MEDSTREAM_")]:
+        monkeypatch.delenv(variable)
     settings = Settings()
     assert settings.bootstrap_servers == "127.0.0.1:9092"
     assert settings.topic_name("refill-alerts") == "refill-alerts"
