@@ -1,0 +1,1 @@
+"""The public event contract: Avro schemas, typed models, codecs and their validation."""
