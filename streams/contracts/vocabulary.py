@@ -50,3 +50,12 @@ class Weekday(StrEnum):
     def iso_index(self) -> int:
         """0 for Monday, as ``date.weekday()`` counts."""
         return list(Weekday).index(self)
+
+
+class ChannelKind(StrEnum):
+    """The delivery channels a contact preference may name."""
+
+    WEBHOOK = "webhook"
+    EMAIL = "email"
+    CONSOLE = "console"
+    APPRISE = "apprise"
