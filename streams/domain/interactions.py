@@ -1,0 +1,609 @@
+"""Drug-drug interaction knowledge base: matches medications to known interacting pairs."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from streams.contracts.vocabulary import Severity
+
+__all__ = [
+    "DrugRef",
+    "InteractionKnowledgeBase",
+    "InteractionMatch",
+    "KnownInteraction",
+    "find_interactions",
+    "normalise_drug_name",
+]
+
+INTERACTION_COLUMNS: Final = (
+    "rxnorm_a",
+    "name_a",
+    "rxnorm_b",
+    "name_b",
+    "severity",
+    "description",
+    "source",
+)
+SYNONYM_COLUMNS: Final = ("synonym", "ingredient_name", "rxnorm")
+DDINTER_COLUMNS: Final = ("DDInterID_A", "Drug_A", "DDInterID_B", "Drug_B", "Level")
+DDINTER_SOURCE: Final = "DDInter"
+
+_DDINTER_LEVELS: Final[Mapping[str, Severity | None]] = MappingProxyType(
+    {
+        "major": Severity.MAJOR,
+        "moderate": Severity.MODERATE,
+        "minor": Severity.MINOR,
+        "unknown": None,
+    }
+)
+
+# Words that describe the product rather than the substance; prescriptions spell the same
+# ingredient with any of them, so they must not change the key an ingredient matches on.
+# fmt: off
+_FORM_WORDS: Final = frozenset({
+    "tablet", "tablets", "tab", "tabs", "caplet", "caplets", "capsule", "capsules", "cap",
+    "caps", "softgel", "softgels", "oral", "solution", "suspension", "syrup", "elixir",
+    "liquid", "drops", "drop", "injection", "injectable", "inj", "intravenous", "iv", "im",
+    "subcutaneous", "sc", "sq", "po", "topical", "transdermal", "patch", "patches", "cream",
+    "ointment", "gel", "lotion", "ophthalmic", "otic", "nasal", "spray", "inhaler",
+    "inhalation", "aerosol", "powder", "granules", "suppository", "rectal", "vaginal",
+    "sublingual", "buccal", "chewable", "dispersible", "disintegrating", "odt",
+    "effervescent", "film", "coated", "film-coated", "enteric", "enteric-coated", "ec",
+    "delayed", "extended", "sustained", "controlled", "modified", "immediate", "release",
+    "er", "xr", "sr", "cr", "dr", "xl", "la", "ir", "ds", "vial", "vials", "ampule",
+    "ampoule", "syringe", "prefilled", "pen", "kit", "pack", "blister", "dose", "doses",
+    "pump", "usp", "low", "low-dose", "strength", "double", "mg", "mcg", "µg", "ug", "g",
+    "gm", "kg", "ml", "l", "meq", "mmol", "unit", "units", "iu", "hr", "hrs", "hour",
+    "hours", "h", "%", "per",
+})
+# fmt: on
+
+# Salt and ester moieties; dropped only when the rest is a known ingredient, so that
+# "potassium chloride" or "magnesium sulfate" keep their identity.
+# fmt: off
+_SALT_WORDS: Final = frozenset({
+    "sodium", "disodium", "monosodium", "potassium", "calcium", "magnesium",
+    "hydrochloride", "hcl", "dihydrochloride", "hydrobromide", "hbr", "succinate",
+    "tartrate", "bitartrate", "sulfate", "sulphate", "maleate", "besylate", "besilate",
+    "mesylate", "mesilate", "dimesylate", "citrate", "fumarate", "acetate", "phosphate",
+    "bromide", "chloride", "carbonate", "bicarbonate", "lactate", "gluconate", "nitrate",
+    "hyclate", "hydrate", "monohydrate", "dihydrate", "trihydrate", "anhydrous",
+    "tromethamine", "propionate", "dipropionate", "valerate", "oxalate", "napsylate",
+    "pamoate", "stearate", "base",
+})
+# fmt: on
+
+# A strength ("5", "2.5mg", "800-160", "0.4mg/hr") or a unit glued to the next strength
+# ("mg-160" in "800 mg-160 mg"); "5-fluorouracil" is neither and stays.
+_DOSE_TOKEN: Final = re.compile(
+    r"^(?:\d[\d.,]*|\.\d+)(?:-\d[\d.,]*)*(?:[a-zµ%/][\w%/.µ-]*)?$"
+    r"|^(?:mg|mcg|µg|g|ml|meq|units?|iu)-\d[\w%/.µ-]*$"
+)
+_BRACKETED: Final = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_SEPARATORS: Final = re.compile(r"\s*(?:/\s*)+")
+_COMBINATION_WORDS: Final = re.compile(r"\s+(?:and|with)\s+")
+_RXCUI: Final = re.compile(r"^\d{1,10}$")
+
+
+def _basic_normalise(name: str) -> str:
+    """Lower-case the name and drop trademarks, bracketed notes, strengths and dosage forms."""
+    text = name.lower()
+    for mark in ("®", "™", "©", "(r)", "(tm)"):
+        text = text.replace(mark, " ")
+    previous = None
+    while previous != text:
+        previous = text
+        text = _BRACKETED.sub(" ", text)
+    # "+", "," and ";" separate the ingredients of a combination just as "/" does.
+    for separator in ("+", ",", ";", "/"):
+        text = text.replace(separator, " / ")
+    kept = [
+        word
+        for word in text.split()
+        if word == "/" or (word not in _FORM_WORDS and not _DOSE_TOKEN.match(word))
+    ]
+    joined = _SEPARATORS.sub("/", " ".join(kept))
+    return joined.strip("/ ")
+
+
+def _strip_salts(normalised: str, known: Collection[str]) -> str:
+    """Drop salt words from each part of a normalised name when that reveals a known ingredient."""
+    parts = []
+    for part in normalised.split("/"):
+        if part in known:
+            parts.append(part)
+            continue
+        bare = " ".join(word for word in part.split() if word not in _SALT_WORDS)
+        parts.append(bare if bare and bare in known else part)
+    return "/".join(parts)
+
+
+def normalise_drug_name(name: str, known_ingredients: Collection[str] | None = None) -> str:
+    """Reduce a prescribed drug name to the form the knowledge base matches on.
+
+    "Warfarin Sodium 5 mg Tablet" becomes "warfarin". Salt words are dropped only when what
+    remains is a known ingredient: ``known_ingredients`` when given, else the ingredients of
+    the knowledge base shipped with medstream.
+    """
+    known = (
+        _default_knowledge_base().ingredient_names
+        if known_ingredients is None
+        else known_ingredients
+    )
+    return _strip_salts(_basic_normalise(name), known)
+
+
+@dataclass(frozen=True, slots=True)
+class DrugRef:
+    """What the agent knows of one of a patient's medications."""
+
+    medication_id: str
+    name: str
+    rxnorm_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownInteraction:
+    """One interacting pair of ingredients; ``ingredient_a`` sorts before ``ingredient_b``."""
+
+    ingredient_a: str
+    ingredient_b: str
+    name_a: str
+    name_b: str
+    severity: Severity
+    description: str
+    source: str
+    rxnorm_a: str | None = None
+    rxnorm_b: str | None = None
+
+    @property
+    def ingredients(self) -> frozenset[str]:
+        """The unordered pair of ingredient keys."""
+        return frozenset((self.ingredient_a, self.ingredient_b))
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionMatch:
+    """Two of a patient's medications that interact; ``drug_a`` has the smaller medication_id."""
+
+    drug_a: DrugRef
+    drug_b: DrugRef
+    interaction: KnownInteraction
+
+    @property
+    def medication_ids(self) -> tuple[str, str]:
+        return (self.drug_a.medication_id, self.drug_b.medication_id)
+
+    @property
+    def severity(self) -> Severity:
+        return self.interaction.severity
+
+
+def _pair_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+def _make_interaction(
+    a: tuple[str, str, str | None],
+    b: tuple[str, str, str | None],
+    severity: Severity,
+    description: str,
+    source: str,
+) -> KnownInteraction:
+    """Build an interaction from (key, display name, rxcui) triples, in canonical order."""
+    if b[0] < a[0]:
+        a, b = b, a
+    return KnownInteraction(
+        ingredient_a=a[0],
+        ingredient_b=b[0],
+        name_a=a[1],
+        name_b=b[1],
+        severity=severity,
+        description=description,
+        source=source,
+        rxnorm_a=a[2],
+        rxnorm_b=b[2],
+    )
+
+
+def _rows(text: str, origin: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) pairs of a CSV whose header must contain ``columns``."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{origin}: empty file, expected a header {','.join(columns)}") from None
+    header = [column.strip() for column in header]
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise ValueError(f"{origin}:{reader.line_num}: header lacks column(s) {', '.join(missing)}")
+    positions = {column: header.index(column) for column in columns}
+    for record in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue
+        if len(record) != len(header):
+            raise ValueError(f"{origin}:{line}: expected {len(header)} fields, found {len(record)}")
+        yield line, {column: record[index].strip() for column, index in positions.items()}
+
+
+def _rxcui(value: str, origin: str, line: int, column: str) -> str | None:
+    if not value:
+        return None
+    if not _RXCUI.match(value):
+        raise ValueError(f"{origin}:{line}: {column} {value!r} is not an RxNorm RxCUI")
+    return value
+
+
+def _required(row: Mapping[str, str], column: str, origin: str, line: int) -> str:
+    value = row[column]
+    if not value:
+        raise ValueError(f"{origin}:{line}: {column} is empty")
+    return value
+
+
+class _CodeTable:
+    """Keeps RxCUI <-> ingredient one-to-one while the data files are read."""
+
+    def __init__(self) -> None:
+        self.by_code: dict[str, str] = {}
+        self.by_ingredient: dict[str, str] = {}
+
+    def add(self, code: str | None, ingredient: str, origin: str, line: int) -> None:
+        if code is None:
+            return
+        known_ingredient = self.by_code.get(code)
+        if known_ingredient is not None and known_ingredient != ingredient:
+            raise ValueError(
+                f"{origin}:{line}: RxCUI {code} given for {ingredient!r}"
+                f" but already used for {known_ingredient!r}"
+            )
+        known_code = self.by_ingredient.get(ingredient)
+        if known_code is not None and known_code != code:
+            raise ValueError(
+                f"{origin}:{line}: {ingredient!r} given RxCUI {code}"
+                f" but already has RxCUI {known_code}"
+            )
+        self.by_code[code] = ingredient
+        self.by_ingredient[ingredient] = code
+
+
+def _parse_interactions(
+    text: str, origin: str, codes: _CodeTable
+) -> dict[tuple[str, str], KnownInteraction]:
+    pairs: dict[tuple[str, str], KnownInteraction] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    for line, row in _rows(text, origin, INTERACTION_COLUMNS):
+        sides = []
+        for suffix in ("a", "b"):
+            display = _required(row, f"name_{suffix}", origin, line)
+            ingredient = _basic_normalise(display)
+            if not ingredient:
+                raise ValueError(f"{origin}:{line}: name_{suffix} {display!r} has no drug name")
+            code = _rxcui(row[f"rxnorm_{suffix}"], origin, line, f"rxnorm_{suffix}")
+            codes.add(code, ingredient, origin, line)
+            sides.append((ingredient, display, code))
+        raw_severity = _required(row, "severity", origin, line)
+        try:
+            severity = Severity(raw_severity.lower())
+        except ValueError:
+            allowed = "|".join(level.value for level in Severity)
+            raise ValueError(
+                f"{origin}:{line}: severity {raw_severity!r} is not one of {allowed}"
+            ) from None
+        description = _required(row, "description", origin, line)
+        source = _required(row, "source", origin, line)
+        if sides[0][0] == sides[1][0]:
+            raise ValueError(f"{origin}:{line}: {sides[0][0]!r} is paired with itself")
+        key = _pair_key(sides[0][0], sides[1][0])
+        if key in pairs:
+            raise ValueError(
+                f"{origin}:{line}: pair {key[0]} + {key[1]} already given on line {first_line[key]}"
+            )
+        pairs[key] = _make_interaction(sides[0], sides[1], severity, description, source)
+        first_line[key] = line
+    return pairs
+
+
+def _parse_synonyms(text: str, origin: str, codes: _CodeTable) -> dict[str, frozenset[str]]:
+    synonyms: dict[str, set[str]] = {}
+    for line, row in _rows(text, origin, SYNONYM_COLUMNS):
+        raw_synonym = _required(row, "synonym", origin, line)
+        synonym = _basic_normalise(raw_synonym)
+        ingredient = _basic_normalise(_required(row, "ingredient_name", origin, line))
+        if not synonym or not ingredient:
+            raise ValueError(f"{origin}:{line}: synonym or ingredient_name has no drug name")
+        codes.add(_rxcui(row["rxnorm"], origin, line, "rxnorm"), ingredient, origin, line)
+        targets = synonyms.setdefault(synonym, set())
+        if ingredient in targets:
+            raise ValueError(f"{origin}:{line}: {raw_synonym!r} -> {ingredient!r} given twice")
+        targets.add(ingredient)
+    return {synonym: frozenset(targets) for synonym, targets in synonyms.items()}
+
+
+class InteractionKnowledgeBase:
+    """An immutable set of known interacting ingredient pairs plus the names that lead to them.
+
+    Ingredient keys are normalised ingredient names ("warfarin", "potassium chloride"), so rows
+    known by RxCUI and rows known only by name (DDInter, uncoded data) meet on the same key.
+    """
+
+    __slots__ = ("_by_code", "_ingredients", "_pairs", "_synonyms")
+
+    _pairs: Mapping[tuple[str, str], KnownInteraction]
+    _synonyms: Mapping[str, frozenset[str]]
+    _by_code: Mapping[str, str]
+    _ingredients: frozenset[str]
+
+    def __init__(
+        self,
+        pairs: Mapping[tuple[str, str], KnownInteraction],
+        synonyms: Mapping[str, frozenset[str]] | None = None,
+        codes: Mapping[str, str] | None = None,
+    ) -> None:
+        synonyms = synonyms or {}
+        ingredients = {name for pair in pairs for name in pair}
+        ingredients.update(name for targets in synonyms.values() for name in targets)
+        ingredients.update((codes or {}).values())
+        object.__setattr__(self, "_pairs", MappingProxyType(dict(pairs)))
+        object.__setattr__(self, "_synonyms", MappingProxyType(dict(synonyms)))
+        object.__setattr__(self, "_by_code", MappingProxyType(dict(codes or {})))
+        object.__setattr__(self, "_ingredients", frozenset(ingredients))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def load_default(cls) -> InteractionKnowledgeBase:
+        """The knowledge base shipped in ``streams/domain/data`` (built once, then shared)."""
+        return _default_knowledge_base()
+
+    @classmethod
+    def from_texts(
+        cls,
+        interactions_csv: str,
+        synonyms_csv: str | None = None,
+        *,
+        interactions_origin: str = "interactions.csv",
+        synonyms_origin: str = "drug_synonyms.csv",
+    ) -> InteractionKnowledgeBase:
+        """Build from CSV text; the origins name the sources in error messages."""
+        codes = _CodeTable()
+        pairs = _parse_interactions(interactions_csv, interactions_origin, codes)
+        synonyms = (
+            _parse_synonyms(synonyms_csv, synonyms_origin, codes)
+            if synonyms_csv is not None
+            else {}
+        )
+        return cls(pairs, synonyms, codes.by_code)
+
+    @classmethod
+    def from_files(
+        cls, interactions_csv: Path, synonyms_csv: Path | None = None
+    ) -> InteractionKnowledgeBase:
+        """Build from an interactions CSV and, optionally, a synonyms CSV on disk."""
+        return cls.from_texts(
+            interactions_csv.read_text(encoding="utf-8-sig"),
+            synonyms_csv.read_text(encoding="utf-8-sig") if synonyms_csv is not None else None,
+            interactions_origin=str(interactions_csv),
+            synonyms_origin=str(synonyms_csv),
+        )
+
+    def with_ddinter_csv(self, path: Path) -> InteractionKnowledgeBase:
+        """A new knowledge base extended with a CSV in DDInter's download format.
+
+        Rows of level Unknown are skipped. DDInter ids are not RxNorm codes, so its rows are
+        keyed by drug name (through the synonym table). A pair this base already has keeps its
+        description and takes DDInter's severity only when that is more severe.
+        """
+        origin = str(path)
+        found: dict[tuple[str, str], KnownInteraction] = {}
+        for line, row in _rows(path.read_text(encoding="utf-8-sig"), origin, DDINTER_COLUMNS):
+            raw_level = _required(row, "Level", origin, line)
+            if raw_level.lower() not in _DDINTER_LEVELS:
+                allowed = "|".join(level.title() for level in _DDINTER_LEVELS)
+                raise ValueError(f"{origin}:{line}: Level {raw_level!r} is not one of {allowed}")
+            severity = _DDINTER_LEVELS[raw_level.lower()]
+            if severity is None:
+                continue
+            names = (
+                _required(row, "Drug_A", origin, line),
+                _required(row, "Drug_B", origin, line),
+            )
+            resolved = [self._resolve_name(_basic_normalise(name)) for name in names]
+            if not resolved[0] or not resolved[1]:
+                raise ValueError(f"{origin}:{line}: Drug_A or Drug_B has no drug name")
+            if resolved[0] == resolved[1]:
+                raise ValueError(
+                    f"{origin}:{line}: {names[0]!r} and {names[1]!r} are the same drug"
+                )
+            for ingredient_a in sorted(resolved[0]):
+                for ingredient_b in sorted(resolved[1]):
+                    if ingredient_a == ingredient_b:
+                        continue
+                    key = _pair_key(ingredient_a, ingredient_b)
+                    previous = found.get(key)
+                    if previous is not None and previous.severity.rank <= severity.rank:
+                        continue
+                    found[key] = _make_interaction(
+                        (ingredient_a, names[0], None),
+                        (ingredient_b, names[1], None),
+                        severity,
+                        f"DDInter lists this pair as a {severity.value} interaction.",
+                        DDINTER_SOURCE,
+                    )
+        merged = dict(self._pairs)
+        for key, extra in found.items():
+            base = merged.get(key)
+            if base is None:
+                merged[key] = extra
+            elif extra.severity.rank < base.severity.rank:
+                merged[key] = KnownInteraction(
+                    ingredient_a=base.ingredient_a,
+                    ingredient_b=base.ingredient_b,
+                    name_a=base.name_a,
+                    name_b=base.name_b,
+                    severity=extra.severity,
+                    description=base.description,
+                    source=f"{base.source}; {DDINTER_SOURCE}",
+                    rxnorm_a=base.rxnorm_a,
+                    rxnorm_b=base.rxnorm_b,
+                )
+        return InteractionKnowledgeBase(merged, self._synonyms, self._by_code)
+
+    @property
+    def ingredient_names(self) -> frozenset[str]:
+        """Every ingredient key the base knows, whether or not it is part of a pair."""
+        return self._ingredients
+
+    @property
+    def interactions(self) -> tuple[KnownInteraction, ...]:
+        """All known pairs, sorted by ingredient keys."""
+        return tuple(self._pairs[key] for key in sorted(self._pairs))
+
+    def rxnorm_ingredient(self, code: str) -> str | None:
+        """The ingredient key an RxNorm ingredient RxCUI stands for, if the base knows it."""
+        return self._by_code.get(code.strip())
+
+    def synonym_targets(self, name: str) -> frozenset[str]:
+        """The ingredients a brand or salt name stands for; empty if it is not a known synonym."""
+        return self._synonyms.get(_basic_normalise(name), frozenset())
+
+    def normalise(self, name: str) -> str:
+        """``normalise_drug_name`` against this base's ingredients."""
+        return _strip_salts(_basic_normalise(name), self._ingredients)
+
+    def ingredients_of(self, drug: DrugRef) -> frozenset[str]:
+        """Ingredient keys of a medication: a combination product yields several.
+
+        A known RxCUI wins; otherwise the name goes through the synonym table, and an unknown
+        name stands for itself (normalised), which simply matches nothing.
+        """
+        if drug.rxnorm_code is not None:
+            ingredient = self._by_code.get(drug.rxnorm_code.strip())
+            if ingredient is not None:
+                return frozenset((ingredient,))
+        return self._resolve_name(_basic_normalise(drug.name))
+
+    def interaction_between(self, a: DrugRef, b: DrugRef) -> KnownInteraction | None:
+        """The most severe known interaction across the two medications' ingredient pairs."""
+        best: KnownInteraction | None = None
+        for ingredient_a in self.ingredients_of(a):
+            for ingredient_b in self.ingredients_of(b):
+                if ingredient_a == ingredient_b:
+                    continue
+                key = _pair_key(ingredient_a, ingredient_b)
+                candidate = self._pairs.get(key)
+                if candidate is None:
+                    continue
+                # Ties go to the alphabetically first pair so the answer never depends on set order.
+                if best is None or (candidate.severity.rank, key) < (
+                    best.severity.rank,
+                    (best.ingredient_a, best.ingredient_b),
+                ):
+                    best = candidate
+        return best
+
+    def interaction_of(self, ingredient_a: str, ingredient_b: str) -> KnownInteraction | None:
+        """The known interaction of two ingredient keys, in either order."""
+        return self._pairs.get(_pair_key(ingredient_a, ingredient_b))
+
+    def _resolve_name(self, normalised: str) -> frozenset[str]:
+        if not normalised:
+            return frozenset()
+        direct = self._resolve_single(normalised)
+        if direct is not None:
+            return direct
+        parts = [
+            part.strip()
+            for piece in normalised.split("/")
+            for part in _COMBINATION_WORDS.split(piece)
+            if part.strip()
+        ]
+        if len(parts) > 1:
+            return frozenset(
+                name
+                for part in parts
+                for name in (self._resolve_single(part) or {_strip_salts(part, self._ingredients)})
+            )
+        # EHRs often write combinations with a hyphen ("sulfamethoxazole-trimethoprim"), but
+        # brands use hyphens too ("Ery-Tab"), so split only when every piece is a known drug.
+        pieces = [piece.strip() for piece in normalised.split("-")]
+        if len(pieces) > 1:
+            resolved = [self._resolve_single(piece) for piece in pieces if piece]
+            if resolved and all(targets is not None for targets in resolved):
+                return frozenset(name for targets in resolved if targets for name in targets)
+        return frozenset((_strip_salts(normalised, self._ingredients),))
+
+    def _resolve_single(self, normalised: str) -> frozenset[str] | None:
+        for candidate in (normalised, _strip_salts(normalised, self._ingredients)):
+            targets = self._synonyms.get(candidate)
+            if targets is not None:
+                return targets
+            if candidate in self._ingredients:
+                return frozenset((candidate,))
+        return None
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __iter__(self) -> Iterator[KnownInteraction]:
+        return iter(self.interactions)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(pairs={len(self._pairs)},"
+            f" ingredients={len(self._ingredients)}, synonyms={len(self._synonyms)})"
+        )
+
+
+def _drug_order(drug: DrugRef) -> tuple[str, str, str]:
+    return (drug.medication_id, drug.name, drug.rxnorm_code or "")
+
+
+def find_interactions(
+    kb: InteractionKnowledgeBase, new_drug: DrugRef, active: Iterable[DrugRef]
+) -> list[InteractionMatch]:
+    """Known interactions of a newly prescribed drug with each active medication.
+
+    The new drug's own medication_id is skipped (a re-prescription is not an interaction), and
+    so is a repeated medication_id. Most severe first, then by medication ids.
+    """
+    matches: list[InteractionMatch] = []
+    seen = {new_drug.medication_id}
+    for other in active:
+        if other.medication_id in seen:
+            continue
+        seen.add(other.medication_id)
+        interaction = kb.interaction_between(new_drug, other)
+        if interaction is None:
+            continue
+        first, second = sorted((new_drug, other), key=_drug_order)
+        matches.append(InteractionMatch(drug_a=first, drug_b=second, interaction=interaction))
+    matches.sort(key=lambda match: (match.severity.rank, *match.medication_ids))
+    return matches
+
+
+@functools.cache
+def _default_knowledge_base() -> InteractionKnowledgeBase:
+    data = files("streams.domain") / "data"
+    interactions = data / "interactions.csv"
+    synonyms = data / "drug_synonyms.csv"
+    return InteractionKnowledgeBase.from_texts(
+        interactions.read_text(encoding="utf-8-sig"),
+        synonyms.read_text(encoding="utf-8-sig"),
+        interactions_origin="streams/domain/data/interactions.csv",
+        synonyms_origin="streams/domain/data/drug_synonyms.csv",
+    )
