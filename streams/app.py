@@ -7,12 +7,19 @@ from typing import Any
 
 import faust
 
+from streams.agents.patient_events import PatientEventProcessor, install_patient_events
+from streams.agents.runtime import Emitter, Intake
+from streams.contracts.codecs import EventDecoder, EventEncoder
+from streams.contracts.registry import SchemaRegistry
+from streams.contracts.schemas import default_catalog
 from streams.kafka_client import ssl_context
 from streams.settings import SecurityProtocol, Settings
+from streams.stats import PipelineStats
 from streams.topics import (
     ADMIN_ALERTS,
     AUDIT_LOG,
     DEAD_LETTERS,
+    INPUT_TOPICS,
     INTERACTION_WARNINGS,
     MEDICATION_EVENTS,
     MEDICATION_REMINDERS,
@@ -21,6 +28,7 @@ from streams.topics import (
     REFILL_ALERTS,
     SCHEDULE_EVENTS,
     TopicSpec,
+    topic_names,
 )
 
 
@@ -51,6 +59,8 @@ class Medstream:
     app: faust.App
     topics: Topics
     settings: Settings
+    stats: PipelineStats
+    patient_events: PatientEventProcessor
 
 
 def _credentials(settings: Settings) -> Any:
@@ -108,4 +118,35 @@ def create_app(settings: Settings) -> Medstream:
         admin_alerts_topic=declare(ADMIN_ALERTS),
         audit_log_topic=declare(AUDIT_LOG),
     )
-    return Medstream(app=app, topics=topics, settings=settings)
+    stats = PipelineStats()
+    catalog = default_catalog()
+    registry = (
+        SchemaRegistry(settings.schema_registry_url, settings.schema_registry_timeout)
+        if settings.schema_registry_url
+        else None
+    )
+    emitter = Emitter(EventEncoder(catalog, settings.output_encoding), stats)
+    intake = Intake(
+        decoder=EventDecoder(catalog, registry),
+        emitter=emitter,
+        dead_letters_topic=topics.dead_letters_topic,
+        allowed_types={
+            settings.topic_name(spec.base_name): spec.event_types for spec in INPUT_TOPICS
+        },
+        stats=stats,
+        registry=registry,
+    )
+    input_topic = app.topic(
+        *topic_names(settings, INPUT_TOPICS),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+    )
+    patient_events = install_patient_events(app, input_topic, intake, settings)
+    return Medstream(
+        app=app,
+        topics=topics,
+        settings=settings,
+        stats=stats,
+        patient_events=patient_events,
+    )

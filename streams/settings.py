@@ -20,6 +20,13 @@ class SecurityProtocol(StrEnum):
     SSL = "SSL"
 
 
+class OutputEncoding(StrEnum):
+    """How medstream encodes the events it publishes."""
+
+    JSON = "json"
+    AVRO = "avro"
+
+
 class Settings(BaseSettings):
     """Everything configurable in medstream.
 
@@ -87,6 +94,29 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(
         "info", description="MEDSTREAM_LOG_LEVEL: debug, info, warning or error."
+    )
+
+    # --- The event contract ----------------------------------------------------------------
+    output_encoding: OutputEncoding = Field(
+        OutputEncoding.JSON,
+        description="MEDSTREAM_OUTPUT_ENCODING: 'json' or 'avro' (single-object) for outputs.",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="MEDSTREAM_SCHEMA_REGISTRY_URL: registry for Confluent-framed input, if any.",
+    )
+    schema_registry_timeout: float = Field(
+        5.0, gt=0, description="MEDSTREAM_SCHEMA_REGISTRY_TIMEOUT: seconds per registry request."
+    )
+    dedup_retention_days: int = Field(
+        30,
+        ge=1,
+        description="MEDSTREAM_DEDUP_RETENTION_DAYS: days event_ids are remembered per patient.",
+    )
+    dedup_max_ids_per_patient: int = Field(
+        5000,
+        ge=10,
+        description="MEDSTREAM_DEDUP_MAX_IDS_PER_PATIENT: most event_ids remembered per patient.",
     )
 
     # --- The local broker (`medstream broker ...`) ------------------------------------------

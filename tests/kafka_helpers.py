@@ -60,4 +60,5 @@ async def running(medstream: Medstream, timeout: float = 60.0) -> AsyncIterator[
             await asyncio.sleep(0.1)
         yield medstream
     finally:
-        await app.stop()
+        # A stop that hangs must fail the test, not freeze the whole suite.
+        await asyncio.wait_for(app.stop(), timeout=60)

@@ -6,7 +6,6 @@ import io
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping
-from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -14,18 +13,12 @@ from pydantic import ValidationError
 
 from streams.contracts.models import EVENT_MODELS, Event
 from streams.contracts.schemas import EventSchema, SchemaCatalog
+from streams.settings import OutputEncoding
 
 AVRO_SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 _SAFE_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _MAX_REPORTED_ERRORS = 5
-
-
-class OutputEncoding(StrEnum):
-    """How medstream encodes the events it publishes."""
-
-    JSON = "json"
-    AVRO = "avro"
 
 
 class ContractError(Exception):
@@ -44,7 +37,7 @@ class DecodeError(ContractError):
     error_type: ClassVar[str] = "DecodeError"
 
 
-class SchemaNotCached(DecodeError):
+class SchemaNotCachedError(DecodeError):
     """A Confluent-framed record names a schema id this process has not fetched yet."""
 
     def __init__(self, schema_id: int) -> None:
@@ -207,7 +200,7 @@ class EventDecoder:
             )
         writer = self.writer_schemas.cached(schema_id)
         if writer is None:
-            raise SchemaNotCached(schema_id)
+            raise SchemaNotCachedError(schema_id)
         name = str(writer.get("name", ""))
         reader = self.catalog.by_name(name)
         if reader is None:

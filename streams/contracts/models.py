@@ -1,4 +1,4 @@
-"""Typed, validated models of every event of the contract (the `.avsc` files are their wire form)."""
+"""Typed, validated models of every event of the contract (`.avsc` files are their wire form)."""
 
 from __future__ import annotations
 
@@ -379,4 +379,3 @@ OUTPUT_EVENT_TYPES: tuple[type[Event], ...] = (
 EVENT_MODELS: dict[str, type[Event]] = {
     model.EVENT_TYPE: model for model in (*INPUT_EVENT_TYPES, *OUTPUT_EVENT_TYPES)
 }
-

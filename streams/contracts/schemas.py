@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -63,7 +63,7 @@ class SchemaCatalog:
             event_schema = EventSchema(
                 name=name,
                 source=source,
-                parsed=parse_schema(source, _write_hint=False),
+                parsed=cast(dict[str, Any], parse_schema(source, _write_hint=False)),
                 fingerprint=rabin_fingerprint(source),
             )
             self._by_name[name] = event_schema

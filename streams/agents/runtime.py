@@ -1,0 +1,177 @@
+"""What every agent shares: decoding with dead-lettering, and emitting encoded output events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import faust
+
+from streams.contracts.codecs import (
+    ContractError,
+    EventDecoder,
+    EventEncoder,
+    EventValidationError,
+    SchemaNotCachedError,
+)
+from streams.contracts.dead_letters import build_dead_letter
+from streams.contracts.models import Event
+from streams.contracts.registry import SchemaRegistry
+from streams.stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+REGISTRY_ATTEMPTS = 4
+
+
+class ProcessingError(ContractError):
+    """Processing a valid event failed; the message names only the failure's type."""
+
+    error_type: ClassVar[str] = "ProcessingError"
+
+
+class RejectedEventError(ContractError):
+    """A valid event that cannot be applied safely (e.g. older than the de-duplication window)."""
+
+    error_type: ClassVar[str] = "RejectedEventError"
+
+
+class RegistryUnavailableError(ContractError):
+    """Confluent-framed input whose writer schema could not be fetched."""
+
+    error_type: ClassVar[str] = "SchemaRegistryUnavailableError"
+
+
+class Outcome(StrEnum):
+    """What a handler did with an event."""
+
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+
+
+Handler = Callable[[Event], Awaitable[Outcome]]
+
+
+class Emitter:
+    """Encodes events and sends them keyed by patient_id, counting what it produced."""
+
+    def __init__(self, encoder: EventEncoder, stats: PipelineStats) -> None:
+        self.encoder = encoder
+        self.stats = stats
+
+    async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
+        """Send now; with ``wait`` return only once the broker acknowledged the record.
+
+        ``force=True`` skips Faust's attachments, which would hold the send until the source
+        event is acknowledged: a dead letter must be stored before the offset moves on.
+        """
+        future = await topic.send(
+            key=event.patient_id.encode("utf-8"),
+            value=self.encoder.encode(event),
+            force=True,
+        )
+        if wait:
+            await future
+        self.stats.produced[topic.get_topic_name()] += 1
+
+
+@dataclass
+class Intake:
+    """Runs an input agent's handler on each record; whatever fails goes to dead-letters.
+
+    The next record is read only after the current one was handled or its dead letter was
+    acknowledged by the broker, so an offset never moves past an event that is neither.
+    """
+
+    decoder: EventDecoder
+    emitter: Emitter
+    dead_letters_topic: faust.TopicT
+    allowed_types: Mapping[str, Collection[str]]
+    stats: PipelineStats
+    registry: SchemaRegistry | None = None
+
+    async def run(self, stream: faust.StreamT[Any], handler: Handler) -> None:
+        async for record in stream.events():
+            await self.handle_record(record, handler)
+
+    async def handle_record(self, record: faust.EventT[Any], handler: Handler) -> None:
+        message = record.message
+        topic = message.topic
+        self.stats.consumed[topic] += 1
+        try:
+            event = await self._decode(message.value, topic)
+            if message.key is None or message.key != event.patient_id.encode("utf-8"):
+                # A wrong key puts a patient's events on two partitions and two workers.
+                raise EventValidationError("record key is not the event's patient_id")
+        except ContractError as error:
+            await self._dead_letter(message, error.error_type, error.message)
+            return
+        try:
+            outcome = await handler(event)
+        except ContractError as error:
+            await self._dead_letter(message, error.error_type, error.message)
+            return
+        except Exception as error:
+            # Never the exception's text: it may quote the event.
+            log.error(
+                "processing failed: topic=%s partition=%s offset=%s event_type=%s error=%s",
+                topic,
+                message.partition,
+                message.offset,
+                event.event_type,
+                type(error).__name__,
+            )
+            await self._dead_letter(
+                message,
+                ProcessingError.error_type,
+                f"{type(error).__name__} while processing {event.event_type}",
+            )
+            return
+        if outcome is Outcome.DUPLICATE:
+            self.stats.duplicates[event.event_type] += 1
+        else:
+            self.stats.processed[event.event_type] += 1
+
+    async def _decode(self, value: bytes | None, topic: str) -> Event:
+        allowed = self.allowed_types.get(topic)
+        for attempt in range(REGISTRY_ATTEMPTS):
+            try:
+                return self.decoder.decode(value, allowed, topic)
+            except SchemaNotCachedError as missing:
+                if self.registry is None:
+                    raise
+                try:
+                    await self.registry.fetch(missing.schema_id)
+                except ConnectionError as error:
+                    if attempt == REGISTRY_ATTEMPTS - 1:
+                        raise RegistryUnavailableError(str(error)) from None
+                    await asyncio.sleep(0.5 * 2**attempt)
+        raise RegistryUnavailableError("schema registry gave no schema")
+
+    async def _dead_letter(self, message: Any, error_type: str, error_message: str) -> None:
+        dead_letter = build_dead_letter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            error_type=error_type,
+            error_message=error_message,
+            failed_at=datetime.now(UTC),
+        )
+        log.warning(
+            "dead-lettered: topic=%s partition=%s offset=%s error_type=%s reason=%s",
+            message.topic,
+            message.partition,
+            message.offset,
+            error_type,
+            dead_letter.error_message,
+        )
+        await self.emitter.emit(self.dead_letters_topic, dead_letter, wait=True)
+        self.stats.dead_lettered[error_type] += 1

@@ -1,0 +1,65 @@
+"""Per-patient memory of event_ids, so that an event seen before has no further effect."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Admission(StrEnum):
+    """What to do with an event, given the ids already seen."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    # Older than the remembered window: it cannot be told apart from a duplicate, so it is not
+    # applied (a dose counted twice is worse than one not counted) but dead-lettered for review.
+    TOO_OLD = "too_old"
+
+
+def event_digest(event_id: str) -> str:
+    """A short, fixed-size stand-in for an event_id (keeps the ledger small)."""
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class SeenEvents:
+    """The event_ids seen for one patient: digest → occurred_at in epoch milliseconds."""
+
+    entries: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> SeenEvents:
+        return cls({})
+
+    @property
+    def newest_ms(self) -> int | None:
+        return max(self.entries.values(), default=None)
+
+
+def admit(
+    seen: SeenEvents,
+    event_id: str,
+    occurred_at_ms: int,
+    retention_ms: int,
+    max_entries: int,
+) -> tuple[Admission, SeenEvents]:
+    """Decide on one event and return the ledger to keep afterwards.
+
+    The ledger keeps ids whose occurred_at lies within ``retention_ms`` of the newest one seen,
+    and at most ``max_entries`` of them (the oldest are forgotten first).
+    """
+    digest = event_digest(event_id)
+    if digest in seen.entries:
+        return Admission.DUPLICATE, seen
+    newest = seen.newest_ms
+    if newest is not None and occurred_at_ms < newest - retention_ms:
+        return Admission.TOO_OLD, seen
+    entries = dict(seen.entries)
+    entries[digest] = occurred_at_ms
+    horizon = max(newest or occurred_at_ms, occurred_at_ms) - retention_ms
+    kept = sorted(
+        ((at, key) for key, at in entries.items() if at >= horizon),
+        reverse=True,
+    )[:max_entries]
+    return Admission.NEW, SeenEvents({key: at for at, key in kept})

@@ -1,0 +1,27 @@
+"""The contract's topics are created on the real broker with the configured partitions."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.kafka_client import client_options
+from streams.settings import Settings
+from streams.topics import ensure_topics, topic_names
+
+pytestmark = pytest.mark.integration
+
+
+async def test_topics_are_created_with_the_configured_partitions(settings: Settings) -> None:
+    created = await ensure_topics(settings)
+    assert sorted(created) == sorted(topic_names(settings))
+    assert await ensure_topics(settings) == []  # a second call changes nothing
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topic_names(settings))
+    finally:
+        await admin.close()
+    assert {t["topic"]: len(t["partitions"]) for t in described} == {
+        name: settings.topic_partitions for name in topic_names(settings)
+    }
