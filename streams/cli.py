@@ -1,4 +1,4 @@
-"""The medstream command line: worker, broker, topics and the demo."""
+"""The medstream command line: worker, broker, topics, publish, schemas and the demo."""
 
 from __future__ import annotations
 
@@ -69,6 +69,70 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from streams.publish import check_file, publish_events
+
+    checked = check_file(args.file)
+    for invalid in checked.invalid:
+        print(f"{args.file}:{invalid.line}: {invalid.reason}", file=sys.stderr)
+    if checked.invalid and not args.skip_invalid:
+        print(
+            f"nothing published: {len(checked.invalid)} invalid of "
+            f"{len(checked.invalid) + len(checked.valid)} (--skip-invalid publishes the rest)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.dry_run:
+        print(f"{len(checked.valid)} valid events; nothing published (--dry-run)")
+        return 0
+    sent = asyncio.run(publish_events(_settings(), checked.valid, avro=args.avro))
+    for topic, count in sorted(sent.items()):
+        print(f"published {count} to {topic}")
+    if checked.invalid:
+        print(f"skipped {len(checked.invalid)} invalid events", file=sys.stderr)
+    return 0
+
+
+def _cmd_schemas_check(args: argparse.Namespace) -> int:
+    from streams.contracts.compatibility import check_against_released
+    from streams.contracts.schemas import RELEASED_DIR, SCHEMAS_DIR
+
+    problems = check_against_released(args.schemas_dir or SCHEMAS_DIR, RELEASED_DIR)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} backward-incompatible changes", file=sys.stderr)
+        return 1
+    print("schemas are backward compatible with the released ones")
+    return 0
+
+
+def _cmd_schemas_docs(args: argparse.Namespace) -> int:
+    from streams.contracts.docs import render_events_markdown
+    from streams.contracts.schemas import default_catalog
+    from streams.settings import REPOSITORY_ROOT
+
+    target = args.output or REPOSITORY_ROOT / "docs" / "events.md"
+    target.write_text(render_events_markdown(default_catalog()))
+    print(f"wrote {target}")
+    return 0
+
+
+def _cmd_schemas_release(args: argparse.Namespace) -> int:
+    from streams.contracts.compatibility import check_against_released, release
+    from streams.contracts.schemas import RELEASED_DIR, SCHEMAS_DIR
+
+    problems = check_against_released(SCHEMAS_DIR, RELEASED_DIR)
+    if problems and not args.force:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print("not released: incompatible (use --force for a new major version)", file=sys.stderr)
+        return 1
+    names = release(SCHEMAS_DIR, RELEASED_DIR)
+    print(f"released {len(names)} schemas into {RELEASED_DIR}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -108,6 +172,35 @@ def build_parser() -> argparse.ArgumentParser:
     topics_commands = topics.add_subparsers(dest="topics_command", required=True)
     create = topics_commands.add_parser("create", help="create the topics that are missing")
     create.set_defaults(handler=_cmd_topics_create)
+
+    publish = commands.add_parser(
+        "publish", help="validate a JSON or JSON-lines file of events and publish it"
+    )
+    publish.add_argument("file", type=Path, help="JSON object, JSON array or JSON lines")
+    publish.add_argument(
+        "--skip-invalid", action="store_true", help="publish the valid events even if some fail"
+    )
+    publish.add_argument("--dry-run", action="store_true", help="only validate")
+    publish.add_argument(
+        "--avro", action="store_true", help="publish as Avro single-object encoding"
+    )
+    publish.set_defaults(handler=_cmd_publish)
+
+    schemas = commands.add_parser("schemas", help="the Avro schemas of the event contract")
+    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    check = schemas_commands.add_parser(
+        "check", help="fail when a schema is not backward compatible with the released one"
+    )
+    check.add_argument("--schemas-dir", type=Path, help="schemas to check (default: schemas/)")
+    check.set_defaults(handler=_cmd_schemas_check)
+    docs = schemas_commands.add_parser("docs", help="regenerate docs/events.md")
+    docs.add_argument("--output", type=Path, help="where to write (default: docs/events.md)")
+    docs.set_defaults(handler=_cmd_schemas_docs)
+    release = schemas_commands.add_parser(
+        "release", help="record the current schemas as the released baseline"
+    )
+    release.add_argument("--force", action="store_true", help="release even if incompatible")
+    release.set_defaults(handler=_cmd_schemas_release)
 
     demo = commands.add_parser(
         "demo", help="start broker and worker, feed a demo scenario, print what comes out"

@@ -11,28 +11,20 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams.kafka_client import client_options
 from streams.local_kafka import LocalKafka
+from streams.publish import check_events, publish_events
 from streams.settings import Settings
-from streams.topics import (
-    ALL_TOPICS,
-    INPUT_TOPICS,
-    MEDICATION_EVENTS,
-    PATIENT_EVENTS,
-    SCHEDULE_EVENTS,
-    TopicSpec,
-    ensure_topics,
-)
+from streams.topics import ALL_TOPICS, INPUT_TOPICS, ensure_topics
 
 DEMO_TIMEZONE = "America/New_York"
 DEMO_PATIENT_ID = "demo-patient-1"
@@ -41,15 +33,7 @@ METFORMIN_RXNORM = "6809"
 ASPIRIN_RXNORM = "1191"
 
 
-@dataclass(frozen=True)
-class ScenarioEvent:
-    """One event of the demo scenario and the topic it is published to."""
-
-    topic: TopicSpec
-    payload: dict[str, Any]
-
-
-def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
+def build_scenario(now: datetime, run_id: str) -> list[dict[str, Any]]:
     """The demo patient's story, timed relative to ``now`` (an aware datetime).
 
     Two medications on a schedule one minute ahead; metformin doses are taken until its supply
@@ -59,19 +43,18 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
     first_slot = (now + timedelta(minutes=1)).astimezone(zone).replace(microsecond=0)
     counter = iter(range(1, 1000))
 
-    def event(topic: TopicSpec, event_type: str, at: datetime, **fields: Any) -> ScenarioEvent:
+    def event(event_type: str, at: datetime, **fields: Any) -> dict[str, Any]:
         envelope = {
             "event_id": f"{run_id}-{next(counter):03d}",
             "event_type": event_type,
             "patient_id": DEMO_PATIENT_ID,
             "occurred_at": at.astimezone(UTC).isoformat(),
         }
-        return ScenarioEvent(topic, {**envelope, **fields})
+        return {**envelope, **fields}
 
     at = now - timedelta(seconds=30)
     story = [
         event(
-            PATIENT_EVENTS,
             "ContactPreferencesSet",
             at,
             channels=[{"kind": "console", "target": "patient"}],
@@ -79,7 +62,6 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
             caregiver_channels=[{"kind": "console", "target": "caregiver"}],
         ),
         event(
-            MEDICATION_EVENTS,
             "MedicationPrescribed",
             at,
             medication_id="med-warfarin",
@@ -91,7 +73,6 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
             refills_remaining=2,
         ),
         event(
-            MEDICATION_EVENTS,
             "MedicationPrescribed",
             at,
             medication_id="med-metformin",
@@ -104,7 +85,6 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
             refill_threshold_days=7,
         ),
         event(
-            SCHEDULE_EVENTS,
             "ScheduleSet",
             at,
             medication_id="med-warfarin",
@@ -112,7 +92,6 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
             times_of_day=[first_slot.strftime("%H:%M:%S")],
         ),
         event(
-            SCHEDULE_EVENTS,
             "ScheduleSet",
             at,
             medication_id="med-metformin",
@@ -127,10 +106,9 @@ def build_scenario(now: datetime, run_id: str) -> list[ScenarioEvent]:
     # below the 7-day threshold, and with no refills left.
     for dose in range(7):
         taken = now - timedelta(seconds=20) + timedelta(seconds=dose)
-        story.append(event(MEDICATION_EVENTS, "DoseTaken", taken, medication_id="med-metformin"))
+        story.append(event("DoseTaken", taken, medication_id="med-metformin"))
     story.append(
         event(
-            MEDICATION_EVENTS,
             "MedicationPrescribed",
             now,
             medication_id="med-aspirin",
@@ -212,19 +190,15 @@ async def _feed_and_follow(
         **client_options(settings),
     )
     await consumer.start()
-    producer = AIOKafkaProducer(acks="all", **client_options(settings))
-    await producer.start()
     input_names = {settings.topic_name(spec.base_name) for spec in INPUT_TOPICS}
     try:
         run_id = settings.topic_prefix.rstrip(".")
         scenario = build_scenario(datetime.now(UTC), run_id)
+        checked = check_events("\n".join(json.dumps(event) for event in scenario))
+        if checked.invalid:
+            raise RuntimeError(f"the demo scenario breaks the contract: {checked.invalid}")
         print(f"feeding {len(scenario)} events for {DEMO_PATIENT_ID}; Ctrl-C stops the demo\n")
-        for item in scenario:
-            await producer.send_and_wait(
-                settings.topic_name(item.topic.base_name),
-                json.dumps(item.payload).encode(),
-                key=DEMO_PATIENT_ID.encode(),
-            )
+        await publish_events(settings, checked.valid)
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set():
             if worker.poll() is not None:
@@ -241,7 +215,6 @@ async def _feed_and_follow(
                     print(f"{stamp} {arrow} {describe(topic, record.value or b'')}")
                     sys.stdout.flush()
     finally:
-        await producer.stop()
         await consumer.stop()
 
 

@@ -115,8 +115,8 @@ def validate_event(
     if model is None:
         raise EventValidationError(f"event_type: unknown event type {shown!r}")
     if allowed_types is not None and event_type not in allowed_types:
-        where = f" {topic!r}" if topic else " this topic"
-        raise EventValidationError(f"event_type: {shown} does not belong on topic{where}")
+        where = f"on topic {topic!r}" if topic else "here"
+        raise EventValidationError(f"event_type: {shown} does not belong {where}")
     try:
         return model.model_validate(payload)
     except ValidationError as error:

@@ -2,48 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from streams.demo import build_scenario, describe
-from streams.topics import INPUT_TOPICS
+from streams.publish import check_events
 
 
 def test_the_story() -> None:
     now = datetime(2026, 1, 15, 6, 59, 30, tzinfo=UTC)
     scenario = build_scenario(now, "run1")
-    types = [item.payload["event_type"] for item in scenario]
+    types = [item["event_type"] for item in scenario]
     assert types[0] == "ContactPreferencesSet"
     assert Counter(types)["MedicationPrescribed"] == 3
     assert Counter(types)["ScheduleSet"] == 2
     assert Counter(types)["DoseTaken"] == 7
     assert types[-1] == "MedicationPrescribed"
-    assert scenario[-1].payload["rxnorm_code"] == "1191"  # aspirin, which meets warfarin
+    assert scenario[-1]["rxnorm_code"] == "1191"  # aspirin, which meets warfarin
 
-    ids = [item.payload["event_id"] for item in scenario]
+    ids = [item["event_id"] for item in scenario]
     assert len(set(ids)) == len(ids)
-    assert {item.topic for item in scenario} <= set(INPUT_TOPICS)
-    assert len({item.payload["patient_id"] for item in scenario}) == 1
+    checked = check_events("\n".join(json.dumps(item) for item in scenario))
+    assert checked.invalid == []
+    assert len(checked.valid) == len(scenario)
+    assert len({item["patient_id"] for item in scenario}) == 1
 
     # One minute ahead, in the patient's zone (UTC-5 in January in New York).
-    schedule = next(item for item in scenario if item.payload["event_type"] == "ScheduleSet")
-    assert schedule.payload["times_of_day"] == ["02:00:30"]
+    schedule = next(item for item in scenario if item["event_type"] == "ScheduleSet")
+    assert schedule["times_of_day"] == ["02:00:30"]
     for item in scenario:
-        occurred = datetime.fromisoformat(item.payload["occurred_at"])
+        occurred = datetime.fromisoformat(item["occurred_at"])
         assert occurred.tzinfo is not None
         assert now - timedelta(minutes=1) <= occurred <= now
 
 
 def test_supply_runs_low_after_the_doses() -> None:
     scenario = build_scenario(datetime.now(UTC), "run2")
-    metformin = next(
-        item.payload for item in scenario if item.payload.get("medication_id") == "med-metformin"
-    )
+    metformin = next(item for item in scenario if item.get("medication_id") == "med-metformin")
     doses = sum(
         1
         for item in scenario
-        if item.payload["event_type"] == "DoseTaken"
-        and item.payload["medication_id"] == "med-metformin"
+        if item["event_type"] == "DoseTaken" and item["medication_id"] == "med-metformin"
     )
     remaining = metformin["supply_quantity"] - doses * metformin["dose_quantity"]
     days_left = remaining / (2 * metformin["dose_quantity"])

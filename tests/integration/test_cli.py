@@ -1,0 +1,110 @@
+"""The medstream command line against the real broker: publish and schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.contracts.schemas import SCHEMAS_DIR
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.kafka_helpers import consume
+
+pytestmark = pytest.mark.integration
+
+
+def medstream(settings: Settings | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if settings is not None:
+        env["MEDSTREAM_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+        env["MEDSTREAM_TOPIC_PREFIX"] = settings.topic_prefix
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def event(event_id: str, patient_id: str, **overrides: Any) -> dict[str, Any]:
+    payload = {
+        "event_id": event_id,
+        "event_type": "DoseTaken",
+        "patient_id": patient_id,
+        "occurred_at": "2026-11-29T08:00:00Z",
+        "medication_id": "m1",
+    }
+    payload.update(overrides)
+    return payload
+
+
+async def test_publish_sends_nothing_unless_every_line_is_valid(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(
+            [
+                json.dumps(event("e1", "p1")),
+                json.dumps(event("e2", "p2", quantity=-1)),
+                json.dumps(event("e3", "p2", event_type="ScheduleCleared", medication_id="m2")),
+            ]
+        )
+    )
+    refused = medstream(settings, "publish", str(events))
+    assert refused.returncode == 1
+    assert f"{events}:2: DoseTaken: quantity: Input should be greater than 0" in refused.stderr
+    assert "nothing published" in refused.stderr
+    assert await consume(settings, settings.topic_name("medication-events"), 1, 3.0) == []
+
+    published = medstream(settings, "publish", "--skip-invalid", str(events))
+    assert published.returncode == 0, published.stderr
+    assert f"published 1 to {settings.topic_name('medication-events')}" in published.stdout
+    assert f"published 1 to {settings.topic_name('schedule-events')}" in published.stdout
+    doses = await consume(settings, settings.topic_name("medication-events"), 1)
+    schedules = await consume(settings, settings.topic_name("schedule-events"), 1)
+    assert [(r.key, json.loads(r.value)["event_id"]) for r in doses] == [(b"p1", "e1")]
+    assert [(r.key, json.loads(r.value)["event_id"]) for r in schedules] == [(b"p2", "e3")]
+
+
+async def test_publish_as_avro(settings: Settings, tmp_path: Path) -> None:
+    await ensure_topics(settings)
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([event("e1", "p1")]))
+    published = medstream(settings, "publish", "--avro", str(events))
+    assert published.returncode == 0, published.stderr
+    (record,) = await consume(settings, settings.topic_name("medication-events"), 1)
+    assert record.value[:2] == b"\xc3\x01"
+
+
+def test_schemas_check_passes_and_catches_a_breaking_change(tmp_path: Path) -> None:
+    passed = medstream(None, "schemas", "check")
+    assert passed.returncode == 0, passed.stderr
+    assert "backward compatible" in passed.stdout
+
+    broken = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS_DIR, broken, ignore=shutil.ignore_patterns("released"))
+    dose = json.loads((broken / "DoseTaken.avsc").read_text())
+    dose["fields"].append({"name": "site", "type": "string", "doc": "injection site"})
+    (broken / "DoseTaken.avsc").write_text(json.dumps(dose))
+    failed = medstream(None, "schemas", "check", "--schemas-dir", str(broken))
+    assert failed.returncode == 1
+    assert "DoseTaken.site" in failed.stderr
+    assert "no default" in failed.stderr
+
+
+def test_schemas_docs_regenerates_the_page(tmp_path: Path) -> None:
+    target = tmp_path / "events.md"
+    result = medstream(None, "schemas", "docs", "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == (SCHEMAS_DIR.parent / "docs" / "events.md").read_text()
