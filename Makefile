@@ -16,6 +16,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/ruff format --check streams tests bench
 	$(BIN)/mypy streams
+	$(BIN)/medstream schemas check
 
 install: $(STAMP)
 
