@@ -299,7 +299,7 @@ class DeadLetter(Event):
     patient_id: Annotated[str, Field(max_length=200)]
     original_topic: Identifier
     partition: Count
-    offset: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]  # Avro long
     key: str | None = None
     value: str | None = None
     headers: list[RecordHeader] = []
