@@ -9,16 +9,49 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from streams.contracts.models import EVENT_MODELS, Event
+from streams.contracts.models import (
+    EVENT_MODELS,
+    ContactChannel,
+    Event,
+    QuietHours,
+    RecordHeader,
+)
 from streams.contracts.schemas import EventSchema, SchemaCatalog
+from streams.contracts.vocabulary import (
+    ChannelKind,
+    DeliveryStatus,
+    RefillReason,
+    Severity,
+    Weekday,
+)
 from streams.settings import OutputEncoding
 
 AVRO_SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 _SAFE_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _MAX_REPORTED_ERRORS = 5
+# Words of the contract itself (event types, field names, vocabularies): messages are built from
+# them, so they are never redacted (else "should be 'mon', 'tue'" would lose 'mon' whenever a
+# payload also says "mon"). Showing one of them reveals nothing a producer sent.
+_CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
+    *EVENT_MODELS.values(),
+    ContactChannel,
+    QuietHours,
+    RecordHeader,
+)
+_CONTRACT_WORDS = frozenset(
+    {
+        *EVENT_MODELS,
+        *(name for model in _CONTRACT_MODELS for name in model.model_fields),
+        *(
+            member.value
+            for vocabulary in (ChannelKind, DeliveryStatus, RefillReason, Severity, Weekday)
+            for member in vocabulary
+        ),
+    }
+)
 
 
 class ContractError(Exception):
@@ -75,7 +108,7 @@ def scrub(message: str, payload: Any) -> str:
     Messages are built from field names and fixed texts only; this is the second line of defence
     should a library ever echo an input value into its text.
     """
-    leaves = set(_string_leaves(payload))
+    leaves = set(_string_leaves(payload)) - _CONTRACT_WORDS
     if isinstance(payload, Mapping) and isinstance(payload.get("event_type"), str):
         # The event type is shown on purpose (only when it is a plain identifier).
         leaves.discard(payload["event_type"])
@@ -136,6 +169,22 @@ def _read_avro(data: bytes, writer: dict[str, Any], reader: dict[str, Any] | Non
     return record
 
 
+def _check_avro_event_type(record: Any, schema_name: str) -> Any:
+    # The schema names the event: a body claiming another event_type must not be validated as
+    # that other event (a MedicationPrescribed body would otherwise pass as a DoseTaken).
+    event_type = record.get("event_type") if isinstance(record, dict) else None
+    if event_type != schema_name:
+        shown = (
+            event_type
+            if isinstance(event_type, str) and _SAFE_EVENT_TYPE.match(event_type)
+            else "<not an identifier>"
+        )
+        raise EventValidationError(
+            f"event_type: {shown} does not match the Avro schema {schema_name}"
+        )
+    return record
+
+
 class EventDecoder:
     """Decodes records into validated events, telling the encoding from the first bytes."""
 
@@ -180,6 +229,9 @@ class EventDecoder:
             ) from None
         except RecursionError:
             raise DecodeError("not valid JSON: nested too deeply") from None
+        except ValueError:
+            # Python refuses integers of more than 4300 digits (int_max_str_digits).
+            raise DecodeError("not valid JSON: a number has too many digits") from None
 
     def _decode_single_object(self, data: bytes) -> Any:
         if len(data) < 10:
@@ -187,7 +239,7 @@ class EventDecoder:
         schema = self.catalog.by_fingerprint(data[2:10])
         if schema is None:
             raise DecodeError(f"unknown Avro schema fingerprint {data[2:10][::-1].hex()}")
-        return _read_avro(data[10:], schema.parsed, None)
+        return _check_avro_event_type(_read_avro(data[10:], schema.parsed, None), schema.name)
 
     def _decode_confluent(self, data: bytes) -> Any:
         if len(data) < 5:
@@ -205,7 +257,7 @@ class EventDecoder:
         reader = self.catalog.by_name(name)
         if reader is None:
             raise DecodeError(f"registry schema id {schema_id} is not an event of this contract")
-        return _read_avro(data[5:], writer, reader.parsed)
+        return _check_avro_event_type(_read_avro(data[5:], writer, reader.parsed), reader.name)
 
 
 class EventEncoder:

@@ -25,7 +25,9 @@ def rabin_fingerprint(schema: dict[str, Any]) -> bytes:
     This is the fingerprint that Avro single-object encoding puts after the C3 01 marker.
     """
     canonical = to_parsing_canonical_form(schema)
-    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    # fastavro spells the fingerprint as the hex of its little-endian bytes ("int" gives
+    # 8f5c393f1ad57572 for the number 0x7275d51a3f395c8f): those are the bytes, as they are.
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True)
