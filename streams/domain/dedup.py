@@ -47,13 +47,18 @@ def admit(
     """Decide on one event and return the ledger to keep afterwards.
 
     The ledger keeps ids whose occurred_at lies within ``retention_ms`` of the newest one seen,
-    and at most ``max_entries`` of them (the oldest are forgotten first).
+    and at most ``max_entries`` of them (the oldest are forgotten first). An event the ledger
+    could have forgotten is TOO_OLD, never NEW again: each event_id is NEW at most once.
     """
     digest = event_digest(event_id)
     if digest in seen.entries:
         return Admission.DUPLICATE, seen
     newest = seen.newest_ms
     if newest is not None and occurred_at_ms < newest - retention_ms:
+        return Admission.TOO_OLD, seen
+    if len(seen.entries) >= max_entries and occurred_at_ms <= min(seen.entries.values()):
+        # A full ledger may have forgotten ids at or before its oldest entry (max_entries drops
+        # the oldest first): such an event could be one of them, so it is not applied either.
         return Admission.TOO_OLD, seen
     entries = dict(seen.entries)
     entries[digest] = occurred_at_ms
