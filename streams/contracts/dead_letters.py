@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from streams.contracts.models import DeadLetter, RecordHeader
 
 _MAX_MESSAGE = 1000
+_MAX_ID = 200  # the longest event_id the contract allows
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -34,6 +36,19 @@ def _key_text(key: bytes | None) -> str:
     return text if len(text) <= 200 else ""
 
 
+def dead_letter_id(topic: str, partition: int, offset: int) -> str:
+    """The deterministic event_id of the dead letter of one record.
+
+    Kafka allows topic names of up to 249 characters: an id that would exceed the contract's
+    limit names the topic by a digest instead.
+    """
+    event_id = f"dead-letter:{topic}:{partition}:{offset}"
+    if len(event_id) <= _MAX_ID:
+        return event_id
+    digest = hashlib.blake2b(topic.encode("utf-8"), digest_size=16).hexdigest()
+    return f"dead-letter:{digest}:{partition}:{offset}"
+
+
 def build_dead_letter(
     *,
     topic: str,
@@ -51,7 +66,7 @@ def build_dead_letter(
     ``error_message`` must already be free of payload data (ContractError messages are).
     """
     return DeadLetter(
-        event_id=f"dead-letter:{topic}:{partition}:{offset}",
+        event_id=dead_letter_id(topic, partition, offset),
         patient_id=_key_text(key),
         occurred_at=failed_at,
         original_topic=topic,

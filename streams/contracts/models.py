@@ -297,7 +297,7 @@ class DeadLetter(Event):
     event_type: Literal["DeadLetter"] = "DeadLetter"
     # The key of an undecodable record may be missing or binary: the id may then be empty.
     patient_id: Annotated[str, Field(max_length=200)]
-    original_topic: Identifier
+    original_topic: Annotated[str, Field(min_length=1, max_length=249)]  # Kafka's longest name
     partition: Count
     offset: Annotated[int, Field(ge=0, le=2**63 - 1)]  # Avro long
     key: str | None = None
