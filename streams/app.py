@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import faust
 
-from streams.agents.patient_events import PatientEventProcessor, install_patient_events
+from streams.agents.patient_events import PatientAgents, install_patient_agents
 from streams.agents.runtime import Emitter, Intake
 from streams.contracts.codecs import EventDecoder, EventEncoder
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
+from streams.domain.interactions import InteractionKnowledgeBase
+from streams.domain.patient import PatientRules
 from streams.kafka_client import ssl_context
 from streams.settings import SecurityProtocol, Settings
 from streams.stats import PipelineStats
@@ -60,7 +63,7 @@ class Medstream:
     topics: Topics
     settings: Settings
     stats: PipelineStats
-    patient_events: PatientEventProcessor
+    patients: PatientAgents
 
 
 def _credentials(settings: Settings) -> Any:
@@ -142,11 +145,32 @@ def create_app(settings: Settings) -> Medstream:
         value_type=bytes,
         partitions=settings.topic_partitions,
     )
-    patient_events = install_patient_events(app, input_topic, intake, settings)
+    reminders_name = settings.topic_name(MEDICATION_REMINDERS.base_name)
+    reminders_intake = replace(
+        intake, allowed_types={reminders_name: MEDICATION_REMINDERS.event_types}
+    )
+    knowledge_base = InteractionKnowledgeBase.load_default()
+    if settings.interactions_ddinter_csv is not None:
+        knowledge_base = knowledge_base.with_ddinter_csv(settings.interactions_ddinter_csv)
+    patients = install_patient_agents(
+        app,
+        settings=settings,
+        input_topic=input_topic,
+        input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
+        reminders_topic=topics.medication_reminders_topic,
+        refill_alerts_topic=topics.refill_alerts_topic,
+        interaction_warnings_topic=topics.interaction_warnings_topic,
+        intake=intake,
+        reminders_intake=reminders_intake,
+        rules=PatientRules(
+            knowledge_base=knowledge_base,
+            grace=timedelta(minutes=settings.reminder_grace_minutes),
+        ),
+    )
     return Medstream(
         app=app,
         topics=topics,
         settings=settings,
         stats=stats,
-        patient_events=patient_events,
+        patients=patients,
     )

@@ -119,6 +119,28 @@ class Settings(BaseSettings):
         description="MEDSTREAM_DEDUP_MAX_IDS_PER_PATIENT: most event_ids remembered per patient.",
     )
 
+    # --- Reminders and interactions -------------------------------------------------------
+    reminder_grace_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="MEDSTREAM_REMINDER_GRACE_MINUTES: wait for a dose before DoseMissed.",
+    )
+    reminder_catch_up_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="MEDSTREAM_REMINDER_CATCH_UP_MINUTES: missed slots a restart still reminds.",
+    )
+    reminder_tick_seconds: float = Field(
+        0.2,
+        gt=0,
+        le=1.0,
+        description="MEDSTREAM_REMINDER_TICK_SECONDS: how often each worker's timer looks.",
+    )
+    interactions_ddinter_csv: Path | None = Field(
+        None,
+        description="MEDSTREAM_INTERACTIONS_DDINTER_CSV: extra interactions, DDInter CSV format.",
+    )
+
     # --- The local broker (`medstream broker ...`) ------------------------------------------
     broker_host: str = Field(
         "127.0.0.1", description="MEDSTREAM_BROKER_HOST: loopback address the broker binds."

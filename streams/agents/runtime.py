@@ -54,7 +54,8 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
-Handler = Callable[[Event], Awaitable[Outcome]]
+# A handler gets the event and the partition it arrived on.
+Handler = Callable[[Event, int], Awaitable[Outcome]]
 
 
 class Emitter:
@@ -112,7 +113,7 @@ class Intake:
             await self._dead_letter(message, error.error_type, error.message)
             return
         try:
-            outcome = await handler(event)
+            outcome = await handler(event, message.partition)
         except ContractError as error:
             await self._dead_letter(message, error.error_type, error.message)
             return

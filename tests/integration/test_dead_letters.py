@@ -121,7 +121,7 @@ async def test_a_mix_of_good_and_bad_input(settings: Settings) -> None:
         assert sum(stats.duplicates.values()) == 1
         assert sum(stats.dead_lettered.values()) == len(bad)
         # The worker is still running: the agent survived every bad record before the last.
-        assert medstream.patient_events.seen_events_by_patient.get("p8")
+        assert medstream.patients.store.seen_events_by_patient.get("p8")
 
     assert len(dead) == len(bad)
     by_value = {base64.b64decode(d.value or ""): d for d in dead}

@@ -1,0 +1,456 @@
+"""One patient's medication state, and what each input event does to it (pure functions)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from streams.contracts.models import (
+    ContactChannel,
+    ContactPreferencesSet,
+    DoseMissed,
+    DoseSkipped,
+    DoseTaken,
+    Event,
+    InteractionWarning,
+    MedicationDiscontinued,
+    MedicationPrescribed,
+    QuietHours,
+    RefillAlert,
+    RefillDispensed,
+    ReminderDue,
+    ScheduleCleared,
+    ScheduleSet,
+    parse_time_of_day,
+)
+from streams.domain import refill
+from streams.domain.interactions import DrugRef, InteractionKnowledgeBase, find_interactions
+from streams.domain.schedule import Schedule, match_dose_to_slot
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """A deterministic id: the same parts give the same id in every process and every replay."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
+    return f"{prefix}-{digest}"
+
+
+class StateModel(BaseModel):
+    """Base of the table records: plain JSON in the changelog, validated when read back."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class MedicationRecord(StateModel):
+    """A prescription of the patient and its supply."""
+
+    medication_id: str
+    name: str
+    rxnorm_code: str | None = None
+    dose_quantity: float
+    dose_unit: str
+    supply_quantity: float
+    refills_remaining: int
+    threshold_days: int = 7
+    low_alerted: bool = False
+    out_alerted: bool = False
+    no_refills_alerted: bool = False
+    active: bool = True
+
+    @property
+    def supply(self) -> refill.Supply:
+        return refill.Supply(
+            dose_quantity=self.dose_quantity,
+            supply_quantity=self.supply_quantity,
+            refills_remaining=self.refills_remaining,
+            threshold_days=self.threshold_days,
+            low_alerted=self.low_alerted,
+            out_alerted=self.out_alerted,
+            no_refills_alerted=self.no_refills_alerted,
+        )
+
+    def with_supply(self, supply: refill.Supply) -> MedicationRecord:
+        return self.model_copy(
+            update={
+                "dose_quantity": supply.dose_quantity,
+                "supply_quantity": supply.supply_quantity,
+                "refills_remaining": supply.refills_remaining,
+                "threshold_days": supply.threshold_days,
+                "low_alerted": supply.low_alerted,
+                "out_alerted": supply.out_alerted,
+                "no_refills_alerted": supply.no_refills_alerted,
+            }
+        )
+
+    @property
+    def drug(self) -> DrugRef:
+        return DrugRef(self.medication_id, self.name, self.rxnorm_code)
+
+
+class ScheduleRecord(StateModel):
+    """A medication's schedule and how far its reminders have gone."""
+
+    timezone: str
+    times_of_day: tuple[str, ...]
+    days_of_week: tuple[int, ...] | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    # When this schedule took effect here: no reminder for a slot before it.
+    active_from: datetime
+    # The latest slot whose ReminderDue was recorded: never emitted again.
+    last_emitted: datetime | None = None
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(
+            timezone=self.timezone,
+            times_of_day=tuple(sorted(parse_time_of_day(t) for t in self.times_of_day)),
+            days_of_week=None if self.days_of_week is None else frozenset(self.days_of_week),
+            start_date=self.start_date,
+            end_date=self.end_date,
+        )
+
+
+class OpenSlot(StateModel):
+    """A reminded slot still waiting for DoseTaken or DoseSkipped."""
+
+    reminder_id: str
+    medication_id: str
+    scheduled_for: datetime
+
+
+class ContactPreferences(StateModel):
+    """How and when to reach the patient (kept for the notifier)."""
+
+    channels: tuple[ContactChannel, ...]
+    timezone: str
+    quiet_hours: QuietHours | None = None
+    caregiver_channels: tuple[ContactChannel, ...] = ()
+
+
+class PatientState(StateModel):
+    """Everything medstream knows of one patient; one table record per patient."""
+
+    # The partition the patient's events arrive on: a worker rebuilds its timers only from
+    # the patients of the partitions it actively owns.
+    partition: int | None = None
+    medications: dict[str, MedicationRecord] = {}
+    schedules: dict[str, ScheduleRecord] = {}
+    open_slots: dict[str, OpenSlot] = {}
+    # Interaction pairs already warned about: pair key -> the medication ids involved.
+    warned_pairs: dict[str, tuple[str, ...]] = {}
+    contact: ContactPreferences | None = None
+
+    def active_medication(self, medication_id: str) -> MedicationRecord | None:
+        record = self.medications.get(medication_id)
+        return record if record is not None and record.active else None
+
+    def doses_per_day(self, medication_id: str) -> float | None:
+        schedule = self.schedules.get(medication_id)
+        return None if schedule is None else schedule.schedule.doses_per_day
+
+
+@dataclass(frozen=True)
+class Effects:
+    """The outcome of one input event: the new state and the events to publish."""
+
+    state: PatientState
+    refill_alerts: list[RefillAlert] = field(default_factory=list)
+    interaction_warnings: list[InteractionWarning] = field(default_factory=list)
+    # Medications whose reminder timing may have changed (the timer re-plans them).
+    replan: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class PatientRules:
+    """The knobs and knowledge the pure functions need."""
+
+    knowledge_base: InteractionKnowledgeBase
+    grace: timedelta
+
+
+def _supply_alerts(
+    state: PatientState, medication_id: str, trigger: Event
+) -> tuple[PatientState, list[RefillAlert]]:
+    record = state.active_medication(medication_id)
+    if record is None:
+        return state, []
+    assessment = refill.assess(record.supply, state.doses_per_day(medication_id))
+    updated = record.with_supply(assessment.supply)
+    alerts = [
+        RefillAlert(
+            event_id=stable_id(
+                "refill", trigger.patient_id, medication_id, reason, trigger.event_id
+            ),
+            patient_id=trigger.patient_id,
+            occurred_at=trigger.occurred_at,
+            alert_id=stable_id(
+                "refill", trigger.patient_id, medication_id, reason, trigger.event_id
+            ),
+            medication_id=medication_id,
+            medication_name=record.name,
+            reason=reason,
+            supply_quantity=assessment.supply.supply_quantity,
+            days_of_supply_remaining=assessment.days_remaining,
+            refills_remaining=assessment.supply.refills_remaining,
+        )
+        for reason in assessment.alerts
+    ]
+    medications = {**state.medications, medication_id: updated}
+    return state.model_copy(update={"medications": medications}), alerts
+
+
+def _pair_key(ingredients: Iterable[str]) -> str:
+    return "+".join(sorted(ingredients))
+
+
+def _interaction_warnings(
+    state: PatientState, new: MedicationRecord, trigger: Event, rules: PatientRules
+) -> tuple[PatientState, list[InteractionWarning]]:
+    others = [
+        record.drug
+        for record in state.medications.values()
+        if record.active and record.medication_id != new.medication_id
+    ]
+    warned = dict(state.warned_pairs)
+    warnings = []
+    for match in find_interactions(rules.knowledge_base, new.drug, others):
+        key = _pair_key(match.interaction.ingredients)
+        if key in warned:
+            continue
+        warned[key] = match.medication_ids
+        warning_id = stable_id("ddi", trigger.patient_id, key, trigger.event_id)
+        warnings.append(
+            InteractionWarning(
+                event_id=warning_id,
+                patient_id=trigger.patient_id,
+                occurred_at=trigger.occurred_at,
+                warning_id=warning_id,
+                medication_ids=[match.drug_a.medication_id, match.drug_b.medication_id],
+                medication_names=[match.drug_a.name, match.drug_b.name],
+                severity=match.interaction.severity,
+                description=match.interaction.description,
+                source=match.interaction.source,
+            )
+        )
+    return state.model_copy(update={"warned_pairs": warned}), warnings
+
+
+def _forget_pairs_of(state: PatientState, medication_id: str) -> PatientState:
+    # A discontinued drug no longer counts: a later re-exposure deserves a fresh warning.
+    warned = {key: ids for key, ids in state.warned_pairs.items() if medication_id not in ids}
+    return state.model_copy(update={"warned_pairs": warned})
+
+
+def _close_slot(
+    state: PatientState,
+    medication_id: str,
+    scheduled_for: datetime | None,
+    at: datetime,
+    rules: PatientRules,
+) -> PatientState:
+    candidates = {
+        slot.reminder_id: slot.scheduled_for
+        for slot in state.open_slots.values()
+        if slot.medication_id == medication_id
+    }
+    matched = match_dose_to_slot(candidates, scheduled_for, at, rules.grace)
+    if matched is None:
+        return state
+    open_slots = {key: slot for key, slot in state.open_slots.items() if key != matched}
+    return state.model_copy(update={"open_slots": open_slots})
+
+
+def _drop_slots_of(state: PatientState, medication_id: str) -> PatientState:
+    open_slots = {
+        key: slot for key, slot in state.open_slots.items() if slot.medication_id != medication_id
+    }
+    return state.model_copy(update={"open_slots": open_slots})
+
+
+def apply_input(state: PatientState, event: Event, rules: PatientRules, now: datetime) -> Effects:
+    """What one (new, valid) input event does to the patient's state."""
+    if isinstance(event, MedicationPrescribed):
+        previous = state.medications.get(event.medication_id)
+        supply = refill.prescribe(
+            previous.supply if previous is not None and previous.active else None,
+            event.dose_quantity,
+            event.supply_quantity,
+            event.refills_remaining,
+            event.refill_threshold_days,
+        )
+        prescribed = MedicationRecord(
+            medication_id=event.medication_id,
+            name=event.name,
+            rxnorm_code=event.rxnorm_code,
+            dose_unit=event.dose_unit,
+            dose_quantity=supply.dose_quantity,
+            supply_quantity=supply.supply_quantity,
+            refills_remaining=supply.refills_remaining,
+        ).with_supply(supply)
+        state, warnings = _interaction_warnings(state, prescribed, event, rules)
+        state = state.model_copy(
+            update={"medications": {**state.medications, event.medication_id: prescribed}}
+        )
+        state, alerts = _supply_alerts(state, event.medication_id, event)
+        return Effects(state, alerts, warnings, {event.medication_id})
+
+    if isinstance(event, MedicationDiscontinued):
+        stopped = state.medications.get(event.medication_id)
+        if stopped is None:
+            return Effects(state)
+        medications = {
+            **state.medications,
+            event.medication_id: stopped.model_copy(update={"active": False}),
+        }
+        state = state.model_copy(update={"medications": medications})
+        state = _drop_slots_of(_forget_pairs_of(state, event.medication_id), event.medication_id)
+        return Effects(state, replan={event.medication_id})
+
+    if isinstance(event, DoseTaken):
+        taking = state.active_medication(event.medication_id)
+        taken_at = event.taken_at or event.occurred_at
+        state = _close_slot(state, event.medication_id, event.scheduled_for, taken_at, rules)
+        if taking is None:
+            return Effects(state)
+        medications = {
+            **state.medications,
+            event.medication_id: taking.with_supply(
+                refill.take_dose(taking.supply, event.quantity)
+            ),
+        }
+        state = state.model_copy(update={"medications": medications})
+        state, alerts = _supply_alerts(state, event.medication_id, event)
+        return Effects(state, alerts)
+
+    if isinstance(event, DoseSkipped):
+        at = event.occurred_at
+        state = _close_slot(state, event.medication_id, event.scheduled_for, at, rules)
+        return Effects(state)
+
+    if isinstance(event, RefillDispensed):
+        refilled = state.active_medication(event.medication_id)
+        if refilled is None:
+            return Effects(state)
+        supply = refill.dispense(refilled.supply, event.quantity, event.refills_remaining)
+        medications = {**state.medications, event.medication_id: refilled.with_supply(supply)}
+        state = state.model_copy(update={"medications": medications})
+        state, alerts = _supply_alerts(state, event.medication_id, event)
+        return Effects(state, alerts)
+
+    if isinstance(event, ScheduleSet):
+        previous_schedule = state.schedules.get(event.medication_id)
+        schedule = ScheduleRecord(
+            timezone=event.timezone,
+            times_of_day=tuple(event.times_of_day),
+            days_of_week=(
+                None
+                if event.days_of_week is None
+                else tuple(sorted(day.iso_index for day in event.days_of_week))
+            ),
+            start_date=event.start_date,
+            end_date=event.end_date,
+            active_from=now,
+            last_emitted=previous_schedule.last_emitted if previous_schedule else None,
+        )
+        state = state.model_copy(
+            update={"schedules": {**state.schedules, event.medication_id: schedule}}
+        )
+        # Daily use changed, so days of supply did too.
+        state, alerts = _supply_alerts(state, event.medication_id, event)
+        return Effects(state, alerts, replan={event.medication_id})
+
+    if isinstance(event, ScheduleCleared):
+        schedules = {k: v for k, v in state.schedules.items() if k != event.medication_id}
+        state = state.model_copy(update={"schedules": schedules})
+        state = _drop_slots_of(state, event.medication_id)
+        return Effects(state, replan={event.medication_id})
+
+    if isinstance(event, ContactPreferencesSet):
+        contact = ContactPreferences(
+            channels=tuple(event.channels),
+            timezone=event.timezone,
+            quiet_hours=event.quiet_hours,
+            caregiver_channels=tuple(event.caregiver_channels),
+        )
+        return Effects(state.model_copy(update={"contact": contact}))
+
+    raise TypeError(f"not an input event: {type(event).__name__}")
+
+
+def reminder_for(
+    state: PatientState, patient_id: str, medication_id: str, slot: datetime, reminder_id: str
+) -> ReminderDue | None:
+    """The ReminderDue for a slot, or None when the slot must not be reminded (any more)."""
+    record = state.active_medication(medication_id)
+    schedule = state.schedules.get(medication_id)
+    if record is None or schedule is None:
+        return None
+    if schedule.last_emitted is not None and slot <= schedule.last_emitted:
+        return None
+    if slot < schedule.active_from:
+        return None
+    return ReminderDue(
+        event_id=reminder_id,
+        patient_id=patient_id,
+        occurred_at=slot,
+        reminder_id=reminder_id,
+        medication_id=medication_id,
+        medication_name=record.name,
+        dose_quantity=record.dose_quantity,
+        dose_unit=record.dose_unit,
+        scheduled_for=slot,
+    )
+
+
+def record_reminder(state: PatientState, reminder: ReminderDue) -> PatientState:
+    """The state after a ReminderDue was published: the slot is open and never reminded again."""
+    schedule = state.schedules.get(reminder.medication_id)
+    if schedule is None or (
+        schedule.last_emitted is not None and reminder.scheduled_for <= schedule.last_emitted
+    ):
+        return state
+    schedules = {
+        **state.schedules,
+        reminder.medication_id: schedule.model_copy(
+            update={"last_emitted": reminder.scheduled_for}
+        ),
+    }
+    slot = OpenSlot(
+        reminder_id=reminder.reminder_id,
+        medication_id=reminder.medication_id,
+        scheduled_for=reminder.scheduled_for,
+    )
+    return state.model_copy(
+        update={"schedules": schedules, "open_slots": {**state.open_slots, slot.reminder_id: slot}}
+    )
+
+
+def missed_dose_for(
+    state: PatientState, patient_id: str, reminder_id: str, grace: timedelta
+) -> DoseMissed | None:
+    """The DoseMissed for a slot whose grace window passed, or None when it was answered."""
+    slot = state.open_slots.get(reminder_id)
+    if slot is None or state.active_medication(slot.medication_id) is None:
+        return None
+    record = state.medications[slot.medication_id]
+    missed_id = stable_id("missed", reminder_id)
+    return DoseMissed(
+        event_id=missed_id,
+        patient_id=patient_id,
+        occurred_at=slot.scheduled_for + grace,
+        reminder_id=reminder_id,
+        medication_id=slot.medication_id,
+        scheduled_for=slot.scheduled_for,
+        grace_minutes=int(grace.total_seconds() // 60),
+        medication_name=record.name,
+    )
+
+
+def record_missed(state: PatientState, missed: DoseMissed) -> PatientState:
+    """The state after a DoseMissed was published: the slot is closed."""
+    open_slots = {k: v for k, v in state.open_slots.items() if k != missed.reminder_id}
+    return state.model_copy(update={"open_slots": open_slots})

@@ -1,0 +1,208 @@
+"""Reminders, missed doses, refill alerts and interaction warnings, end to end on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from streams.app import create_app
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.kafka_helpers import consume, produce, running
+
+pytestmark = pytest.mark.integration
+
+
+class Events:
+    """Builds one patient's input events with unique ids."""
+
+    def __init__(self, patient_id: str) -> None:
+        self.patient_id = patient_id
+        self._ids: Iterator[int] = iter(range(1, 10_000))
+
+    def make(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "event_id": f"{self.patient_id}-{next(self._ids)}",
+            "event_type": event_type,
+            "patient_id": self.patient_id,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            **fields,
+        }
+
+    def prescribed(self, medication_id: str, name: str, **fields: Any) -> dict[str, Any]:
+        defaults: dict[str, Any] = {
+            "dose_quantity": 1,
+            "dose_unit": "tablet",
+            "supply_quantity": 100,
+            "refills_remaining": 3,
+        }
+        return self.make(
+            "MedicationPrescribed",
+            medication_id=medication_id,
+            name=name,
+            **{**defaults, **fields},
+        )
+
+
+async def publish(settings: Settings, topic: str, *events: dict[str, Any]) -> None:
+    await produce(
+        settings,
+        settings.topic_name(topic),
+        [(event["patient_id"].encode(), json.dumps(event).encode()) for event in events],
+    )
+
+
+def values(records: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(record.value) for record in records]
+
+
+async def test_a_reminder_on_time_then_a_missed_dose(settings: Settings) -> None:
+    settings = settings.model_copy(update={"reminder_grace_minutes": 0.05})  # 3 seconds
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    events = Events("p-reminder")
+    async with running(medstream):
+        slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+        await publish(
+            settings,
+            "medication-events",
+            events.prescribed("m1", "Metformin 500 mg tablet", rxnorm_code="6809"),
+        )
+        await publish(
+            settings,
+            "schedule-events",
+            events.make(
+                "ScheduleSet",
+                medication_id="m1",
+                timezone="UTC",
+                times_of_day=[slot.strftime("%H:%M:%S")],
+            ),
+        )
+        records = await consume(settings, settings.topic_name("medication-reminders"), 2, 20)
+        await asyncio.sleep(2)  # nothing more may follow
+        records = await consume(settings, settings.topic_name("medication-reminders"), 3, 1)
+
+    kinds = [value["event_type"] for value in values(records)]
+    assert kinds == ["ReminderDue", "DoseMissed"]
+    reminder, missed = values(records)
+    assert datetime.fromisoformat(reminder["scheduled_for"]) == slot
+    assert reminder["medication_name"] == "Metformin 500 mg tablet"
+    lateness = records[0].timestamp / 1000 - slot.timestamp()
+    assert -0.05 <= lateness <= 1.0, f"reminder {lateness:.3f}s off its slot"
+    assert missed["reminder_id"] == reminder["reminder_id"]
+    missed_after = records[1].timestamp / 1000 - slot.timestamp()
+    assert 3.0 <= missed_after <= 5.0
+
+
+async def test_a_dose_taken_in_time_is_not_missed(settings: Settings) -> None:
+    settings = settings.model_copy(update={"reminder_grace_minutes": 0.05})
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    events = Events("p-taken")
+    async with running(medstream):
+        slot = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+        await publish(settings, "medication-events", events.prescribed("m1", "Lisinopril"))
+        await publish(
+            settings,
+            "schedule-events",
+            events.make(
+                "ScheduleSet",
+                medication_id="m1",
+                timezone="Europe/Berlin",
+                times_of_day=[slot.astimezone(_berlin()).strftime("%H:%M:%S")],
+            ),
+        )
+        (reminder,) = await consume(settings, settings.topic_name("medication-reminders"), 1, 20)
+        await publish(settings, "medication-events", events.make("DoseTaken", medication_id="m1"))
+        await asyncio.sleep(5)
+        records = await consume(settings, settings.topic_name("medication-reminders"), 2, 1)
+    assert [value["event_type"] for value in values(records)] == ["ReminderDue"]
+
+
+def _berlin() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Europe/Berlin")
+
+
+async def test_falling_supply_alerts_once_per_crossing(settings: Settings) -> None:
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    events = Events("p-supply")
+    prescription = events.prescribed(
+        "m1", "Metformin", supply_quantity=12, refills_remaining=1, refill_threshold_days=5
+    )
+    # Twice a day: 12 tablets last 6 days; LOW below 5 days (fewer than 10 tablets).
+    schedule = events.make(
+        "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=["08:00", "20:00"]
+    )
+    async with running(medstream):
+        await publish(settings, "schedule-events", schedule)
+        await publish(settings, "medication-events", prescription)
+        await wait_for(lambda: medstream.patients.store.state("p-supply").schedules)
+        doses = [events.make("DoseTaken", medication_id="m1") for _ in range(12)]
+        await publish(settings, "medication-events", *doses)
+        await publish(
+            settings,
+            "medication-events",
+            events.make("RefillDispensed", medication_id="m1", quantity=8, refills_remaining=0),
+        )
+        records = await consume(settings, settings.topic_name("refill-alerts"), 4, 20)
+        await asyncio.sleep(1)
+        records = await consume(settings, settings.topic_name("refill-alerts"), 5, 1)
+
+    alerts = [(a["reason"], a["supply_quantity"]) for a in values(records)]
+    assert alerts == [
+        ("LOW_SUPPLY", 9.0),
+        ("OUT_OF_SUPPLY", 0.0),
+        ("LOW_SUPPLY", 8.0),
+        ("NO_REFILLS_REMAINING", 8.0),
+    ]
+    assert values(records)[0]["days_of_supply_remaining"] == pytest.approx(4.5)
+
+
+async def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)
+
+
+async def test_interacting_drugs_warn_once(settings: Settings) -> None:
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    by_code = Events("p-codes")
+    by_brand = Events("p-brands")
+    async with running(medstream):
+        await publish(
+            settings,
+            "medication-events",
+            by_code.prescribed("w", "Warfarin", rxnorm_code="11289"),
+            by_code.prescribed("a", "ASA 81", rxnorm_code="1191"),
+            by_code.prescribed("a", "ASA 81", rxnorm_code="1191"),  # prescribed again
+            by_code.prescribed("w", "Warfarin", rxnorm_code="11289"),
+            by_brand.prescribed("c", "Coumadin 5 mg tablet"),
+            by_brand.prescribed("b", "Bayer Aspirin"),
+            by_brand.prescribed("b", "Bayer Aspirin"),
+        )
+        records = await consume(settings, settings.topic_name("interaction-warnings"), 2, 20)
+        await asyncio.sleep(1)
+        records = await consume(settings, settings.topic_name("interaction-warnings"), 3, 1)
+
+    warnings = {w["patient_id"]: w for w in values(records)}
+    assert len(records) == 2
+    assert set(warnings) == {"p-codes", "p-brands"}
+    assert warnings["p-codes"]["severity"] == "major"
+    assert warnings["p-codes"]["medication_ids"] == ["a", "w"]
+    assert warnings["p-brands"]["severity"] == "major"
+    assert sorted(warnings["p-brands"]["medication_names"]) == [
+        "Bayer Aspirin",
+        "Coumadin 5 mg tablet",
+    ]
