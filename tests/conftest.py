@@ -45,13 +45,13 @@ def unique_id() -> str:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, unique_id: str, tmp_path: Path) -> Settings:
-    """Settings for one integration test: fresh topics, a fresh consumer group, memory tables."""
+    """Settings for one integration test: fresh topics and consumer group, RocksDB tables."""
     return Settings(
         bootstrap_servers=kafka_bootstrap,
         app_id=f"medstream-{unique_id}",
         topic_prefix=f"{unique_id}.",
         topic_partitions=2,
-        store_url="memory://",
+        store_url="rocksdb://",
         data_dir=tmp_path / "worker",
         web_enabled=False,
     )

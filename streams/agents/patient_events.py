@@ -197,7 +197,12 @@ class ReminderTimer:
     async def tick(self) -> None:
         if not self.ready():
             return
-        self.replan_if_reassigned()
+        try:
+            self.replan_if_reassigned()
+        except Exception:
+            # An exception escaping a Faust timer stops the worker; retry on the next tick.
+            log.exception("rebuilding the reminder plan failed; retrying")
+            return
         now = self.clock()
         for entry in self.queue.pop_due(now):
             try:
@@ -281,20 +286,20 @@ def install_patient_agents(
     rules: PatientRules,
     clock: Clock = utc_now,
 ) -> PatientAgents:
-    """Declare the tables, the two agents and the timer."""
+    """Declare the tables, the two agents and the timer.
+
+    The tables declare no key or value type: their records are plain JSON (Faust's default
+    codec), validated into PatientState by this module when read.
+    """
     store = PatientStore(
         seen_events_by_patient=app.Table(
             "seen-events-by-patient",
             default=None,
-            key_type=str,
-            value_type=dict,
             partitions=settings.topic_partitions,
         ),
         state_by_patient=app.Table(
             "state-by-patient",
             default=None,
-            key_type=str,
-            value_type=dict,
             partitions=settings.topic_partitions,
         ),
     )
