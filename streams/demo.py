@@ -247,6 +247,9 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
             "MEDSTREAM_APP_ID": demo_settings.app_id,
             "MEDSTREAM_DATA_DIR": str(demo_settings.data_dir),
             "MEDSTREAM_BOOTSTRAP_SERVERS": demo_settings.bootstrap_servers,
+            # A one-minute grace window, so the demo also shows a missed dose.
+            "MEDSTREAM_REMINDER_GRACE_MINUTES": "1",
+            "MEDSTREAM_WEB_ENABLED": "false",
         }
         print(f"starting a worker (log: {worker_log}) ...")
         with worker_log.open("ab") as log_handle:

@@ -1,4 +1,4 @@
-"""Reminders, missed doses, refill alerts and interaction warnings, end to end on the real broker."""
+"""Reminders, missed doses, refill alerts and interaction warnings, end to end, real broker."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ async def test_a_dose_taken_in_time_is_not_missed(settings: Settings) -> None:
                 times_of_day=[slot.astimezone(_berlin()).strftime("%H:%M:%S")],
             ),
         )
-        (reminder,) = await consume(settings, settings.topic_name("medication-reminders"), 1, 20)
+        (_reminder,) = await consume(settings, settings.topic_name("medication-reminders"), 1, 20)
         await publish(settings, "medication-events", events.make("DoseTaken", medication_id="m1"))
         await asyncio.sleep(5)
         records = await consume(settings, settings.topic_name("medication-reminders"), 2, 1)
