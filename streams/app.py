@@ -98,6 +98,8 @@ def create_app(settings: Settings) -> Medstream:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.consumer_session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         autodiscover=False,
     )
 

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
+from streams.consumer_groups import wait_until_stable
 from streams.kafka_client import client_options
 from streams.local_kafka import LocalKafka
 from streams.publish import check_events, publish_events
@@ -140,26 +140,6 @@ def describe(topic: str, value: bytes) -> str:
     return f"{topic:<21} {event_type:<22} {json.dumps(details, default=str)}"
 
 
-async def _wait_for_group(settings: Settings, group_id: str, timeout: float) -> None:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                groups = await admin.describe_consumer_groups([group_id])
-            except KafkaError:  # the group coordinator is still being elected
-                groups = []
-            for group in groups:
-                for _error, group_name, state, *_rest in group.groups:
-                    if group_name == group_id and state == "Stable":
-                        return
-            await asyncio.sleep(0.5)
-        raise TimeoutError(f"the worker did not join its consumer group within {timeout:.0f}s")
-    finally:
-        await admin.close()
-
-
 async def _delete_demo_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -261,7 +241,7 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        asyncio.run(_wait_for_group(demo_settings, demo_settings.app_id, timeout=120))
+        asyncio.run(wait_until_stable(demo_settings, demo_settings.app_id, timeout=120))
         asyncio.run(_feed_and_follow(demo_settings, worker, duration))
         return 0
     except KeyboardInterrupt:

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(
         1, ge=1, description="MEDSTREAM_TOPIC_REPLICATION_FACTOR: replicas of every topic."
     )
+    consumer_session_timeout: float = Field(
+        30.0,
+        ge=6,
+        description="MEDSTREAM_CONSUMER_SESSION_TIMEOUT: seconds before a silent worker is "
+        "presumed dead and its partitions move.",
+    )
     store_url: str = Field(
         "rocksdb://",
         description="MEDSTREAM_STORE_URL: table store, 'rocksdb://' or 'memory://'.",
