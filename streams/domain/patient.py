@@ -419,6 +419,10 @@ def record_reminder(state: PatientState, reminder: ReminderDue) -> PatientState:
             update={"last_emitted": reminder.scheduled_for}
         ),
     }
+    if state.active_medication(reminder.medication_id) is None:
+        # Discontinued between the timer's send and this record: no slot of a stopped drug may
+        # stay open, or a later re-prescription would turn it into a DoseMissed.
+        return state.model_copy(update={"schedules": schedules})
     slot = OpenSlot(
         reminder_id=reminder.reminder_id,
         medication_id=reminder.medication_id,
