@@ -1,0 +1,461 @@
+"""Agent tests of the patient agents through Faust's ``agent.test_context()`` (no broker).
+
+The app is the real one (``create_app``) with in-memory tables. Records go in through the test
+wrapper's ``put``; what the agents publish is captured by replacing ``Emitter.emit``, the one
+side effect, shared by the intake (dead letters), the event processor and the timer.
+
+Faust's wrapper names the topic of its fake messages after the agent's channel, and a channel
+over several topics (``apply-patient-events`` reads all three input topics) has no single name:
+its messages would say ``<internal>``, which our intake knows no allowed event types for. So
+``feed`` gives each message the topic a real consumer would report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import pytest
+from faust.types import Message
+
+from streams.app import Medstream, create_app
+from streams.contracts.models import DeadLetter, DoseMissed, Event, InteractionWarning, RefillAlert
+from streams.domain.patient import PatientState, missed_dose_for, reminder_for
+from streams.domain.reminder_queue import DueKind
+from streams.domain.schedule import reminder_id
+from streams.settings import Settings
+
+NOW = datetime(2025, 3, 10, 7, 0, tzinfo=UTC)
+SLOT = datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
+
+Emitted = list[tuple[str, Event]]
+
+
+@pytest.fixture
+def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
+    app = create_app(
+        Settings(
+            store_url="memory://",
+            web_enabled=False,
+            app_id=f"agents-{uuid.uuid4().hex[:10]}",
+            topic_partitions=4,
+        )
+    )
+    monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
+    return app
+
+
+@pytest.fixture
+def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
+    """What the agents publish, as (topic name, event), in order."""
+    sent: Emitted = []
+    emitter = medstream.patients.processor.emitter
+    assert medstream.patients.timer.emitter is emitter
+
+    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
+        sent.append((topic.get_topic_name(), event))
+        emitter.stats.produced[topic.get_topic_name()] += 1
+
+    monkeypatch.setattr(emitter, "emit", emit)
+    return sent
+
+
+def event(event_type: str, event_id: str, patient_id: str = "p1", **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "patient_id": patient_id,
+        "occurred_at": fields.pop("occurred_at", NOW.isoformat()),
+        **fields,
+    }
+
+
+def prescribed(event_id: str, medication_id: str, name: str, **fields: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "dose_quantity": 1,
+        "dose_unit": "tablet",
+        "supply_quantity": 100,
+        "refills_remaining": 3,
+    }
+    return event(
+        "MedicationPrescribed",
+        event_id,
+        medication_id=medication_id,
+        name=name,
+        **{**defaults, **fields},
+    )
+
+
+def encoded(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode("utf-8")
+
+
+class Feed:
+    """Puts raw records into one agent's test context and waits until each one is settled."""
+
+    def __init__(self, medstream: Medstream, ctx: Any) -> None:
+        self.medstream = medstream
+        self.ctx = ctx
+        self.topic = "<internal>"
+        ctx.to_message = self._to_message
+
+    def _to_message(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        offset: int = 0,
+        timestamp: float | None = None,
+        timestamp_type: int = 0,
+        headers: Any = None,
+    ) -> Message:
+        # AgentTestWrapper.to_message, with the topic a real consumer would report.
+        return Message(
+            topic=self.topic,
+            partition=partition or 0,
+            offset=offset,
+            timestamp=timestamp or time.time(),
+            timestamp_type=timestamp_type,
+            headers=headers,
+            key=key,
+            value=value,
+            checksum=b"",
+            serialized_key_size=0,
+            serialized_value_size=0,
+            generation_id=self.medstream.app.consumer_generation_id,
+        )
+
+    async def put(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = b"p1",
+        partition: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        stats = self.medstream.stats
+        settled = stats.total_settled
+        self.topic = topic
+        record = await self.ctx.put(value=value, key=key, partition=partition, headers=headers)
+        # The wrapper wakes ``put`` when the stream hands the record on, which may be just
+        # before the agent's body is done with it.
+        async with asyncio.timeout(5):
+            while stats.total_settled == settled:
+                await asyncio.sleep(0)
+        return record
+
+
+@asynccontextmanager
+async def feeding(medstream: Medstream, agent_name: str) -> AsyncIterator[Feed]:
+    agent = medstream.app.agents[agent_name]
+    async with agent.test_context() as ctx:
+        yield Feed(medstream, ctx)
+
+
+def of_type(emitted: Emitted, model: type[Event]) -> list[tuple[str, Any]]:
+    return [(topic, sent) for topic, sent in emitted if isinstance(sent, model)]
+
+
+def state(medstream: Medstream, patient_id: str = "p1") -> PatientState:
+    return medstream.patients.store.state(patient_id)
+
+
+async def set_up_metformin(feed: Feed) -> None:
+    await feed.put(
+        "medication-events",
+        encoded(prescribed("e-rx", "m1", "Metformin 500 mg tablet", rxnorm_code="6809")),
+        partition=2,
+    )
+    await feed.put(
+        "schedule-events",
+        encoded(
+            event(
+                "ScheduleSet",
+                "e-sched",
+                medication_id="m1",
+                timezone="UTC",
+                times_of_day=["08:00", "20:00"],
+            )
+        ),
+        partition=2,
+    )
+
+
+# --- apply-patient-events -----------------------------------------------------------------------
+
+
+async def test_a_prescription_and_a_schedule_update_the_patient_state(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+
+    patient = state(medstream)
+    assert patient.partition == 2
+    medication = patient.active_medication("m1")
+    assert medication is not None
+    assert (medication.name, medication.rxnorm_code, medication.supply_quantity) == (
+        "Metformin 500 mg tablet",
+        "6809",
+        100.0,
+    )
+    schedule = patient.schedules["m1"]
+    assert schedule.times_of_day == ("08:00", "20:00")
+    assert schedule.active_from == NOW
+    assert state(medstream, "p2") == PatientState()
+
+    stats = medstream.stats
+    assert stats.consumed == {"medication-events": 1, "schedule-events": 1}
+    assert stats.processed == {"MedicationPrescribed": 1, "ScheduleSet": 1}
+    assert not stats.duplicates
+    assert not stats.dead_lettered
+    assert emitted == []
+    # The next reminder is planned for the timer.
+    queue = medstream.patients.processor.queue
+    assert queue.next_due() == SLOT
+    [entry] = queue.pop_due(SLOT)
+    assert (entry.kind, entry.reminder_id) == (DueKind.REMINDER, reminder_id("p1", "m1", SLOT))
+
+
+async def test_the_same_event_id_twice_is_a_duplicate(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    dose = encoded(event("DoseTaken", "e-dose", medication_id="m1"))
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+        await feed.put("medication-events", dose, partition=2)
+        await feed.put("medication-events", dose, partition=2)
+        # Same id, other content: still the same event.
+        other = encoded(event("DoseTaken", "e-dose", medication_id="m1", quantity=5))
+        await feed.put("medication-events", other, partition=2)
+
+    assert medstream.stats.duplicates == {"DoseTaken": 2}
+    assert medstream.stats.processed["DoseTaken"] == 1
+    medication = state(medstream).medications["m1"]
+    assert medication.supply_quantity == 99.0
+    assert emitted == []
+
+
+async def test_warfarin_then_aspirin_publishes_one_interaction_warning(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        warfarin = prescribed("e-1", "m-warfarin", "Warfarin 5 mg", rxnorm_code="11289")
+        await feed.put("medication-events", encoded(warfarin))
+        aspirin = prescribed("e-2", "m-aspirin", "Aspirin 81 mg", rxnorm_code="1191")
+        await feed.put("medication-events", encoded(aspirin))
+        # Prescribing either again warns no more; nor does a redelivery.
+        await feed.put("medication-events", encoded({**warfarin, "event_id": "e-3"}))
+        await feed.put("medication-events", encoded(aspirin))
+
+    [(topic, warning)] = of_type(emitted, InteractionWarning)
+    assert topic == "interaction-warnings"
+    assert warning.patient_id == "p1"
+    assert warning.medication_ids == ["m-aspirin", "m-warfarin"]
+    assert warning.severity == "major"
+    assert warning.warning_id == warning.event_id
+    assert emitted == [(topic, warning)]
+    assert medstream.stats.produced == {"interaction-warnings": 1}
+    assert medstream.stats.duplicates == {"MedicationPrescribed": 1}
+
+
+async def test_a_low_supply_publishes_a_refill_alert(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        rx = prescribed("e-1", "m1", "Metformin", dose_quantity=0.5, supply_quantity=3)
+        await feed.put("medication-events", encoded(rx))
+        schedule = event(
+            "ScheduleSet", "e-2", medication_id="m1", timezone="UTC", times_of_day=["08:00"]
+        )
+        await feed.put("schedule-events", encoded(schedule))
+
+    [(topic, alert)] = of_type(emitted, RefillAlert)
+    assert topic == "refill-alerts"
+    assert (alert.reason, alert.supply_quantity, alert.days_of_supply_remaining) == (
+        "LOW_SUPPLY",
+        3.0,
+        6.0,
+    )
+    assert alert.refills_remaining == 3
+
+
+async def test_bad_json_is_dead_lettered_and_the_stream_goes_on(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(
+            "medication-events", b'{"event_id": ', partition=3, headers=[("trace", b"abc")]
+        )
+        await feed.put("medication-events", encoded(prescribed("e-1", "m1", "Metformin")))
+
+    [(topic, dead)] = of_type(emitted, DeadLetter)
+    assert topic == "dead-letters"
+    assert dead.original_topic == "medication-events"
+    assert (dead.partition, dead.offset) == (3, 0)
+    assert dead.error_type == "DecodeError"
+    assert dead.error_message.startswith("not valid JSON")
+    assert base64.b64decode(dead.key or "") == b"p1"
+    assert base64.b64decode(dead.value or "") == b'{"event_id": '
+    assert [(h.key, base64.b64decode(h.value or "")) for h in dead.headers] == [("trace", b"abc")]
+    assert medstream.stats.dead_lettered == {"DecodeError": 1}
+    assert medstream.stats.produced == {"dead-letters": 1}
+    # The next record was processed all the same.
+    assert medstream.stats.processed == {"MedicationPrescribed": 1}
+    assert state(medstream).active_medication("m1") is not None
+
+
+@pytest.mark.parametrize("key", [b"p2", None, b"\xff"], ids=["other-patient", "none", "binary"])
+async def test_a_record_keyed_by_another_id_is_dead_lettered(
+    medstream: Medstream, emitted: Emitted, key: bytes | None
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put("medication-events", encoded(prescribed("e-1", "m1", "Metformin")), key=key)
+
+    [(topic, dead)] = of_type(emitted, DeadLetter)
+    assert topic == "dead-letters"
+    assert dead.error_type == "ValidationError"
+    assert dead.error_message == "record key is not the event's patient_id"
+    assert medstream.stats.dead_lettered == {"ValidationError": 1}
+    assert not medstream.stats.processed
+    assert state(medstream, "p1") == PatientState()
+    assert state(medstream, "p2") == PatientState()
+
+
+async def test_an_event_on_the_wrong_topic_is_dead_lettered(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    schedule = event(
+        "ScheduleSet", "e-1", medication_id="m1", timezone="UTC", times_of_day=["08:00"]
+    )
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put("medication-events", encoded(schedule))
+
+    [(_, dead)] = of_type(emitted, DeadLetter)
+    assert (
+        dead.error_message == "event_type: ScheduleSet does not belong on topic 'medication-events'"
+    )
+    assert state(medstream) == PatientState()
+
+
+async def test_an_event_older_than_the_dedup_window_is_dead_lettered(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    old = (NOW - timedelta(days=31)).isoformat()
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put("medication-events", encoded(prescribed("e-1", "m1", "Metformin")))
+        late = event("DoseTaken", "e-2", medication_id="m1", occurred_at=old)
+        await feed.put("medication-events", encoded(late))
+
+    [(_, dead)] = of_type(emitted, DeadLetter)
+    assert dead.error_type == "RejectedEventError"
+    assert state(medstream).medications["m1"].supply_quantity == 100.0
+
+
+# --- record-reminders ---------------------------------------------------------------------------
+
+
+async def test_a_recorded_reminder_opens_a_slot_and_a_missed_dose_closes_it(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+    rid = reminder_id("p1", "m1", SLOT)
+    due = reminder_for(state(medstream), "p1", "m1", SLOT, rid)
+    assert due is not None
+    encode: Callable[[Event], bytes] = medstream.patients.processor.emitter.encoder.encode
+    queue = medstream.patients.recorder.queue
+    queue.clear()
+
+    agent = medstream.app.agents["record-reminders"]
+    async with agent.test_context() as ctx:
+        # A single-topic agent: the wrapper's own messages carry the real topic name.
+        record = await ctx.put(key=b"p1", value=encode(due), partition=2)
+        assert record.message.topic == "medication-reminders"
+        async with asyncio.timeout(5):
+            while medstream.stats.total_settled < 3:
+                await asyncio.sleep(0)
+
+        opened = state(medstream)
+        assert list(opened.open_slots) == [rid]
+        assert opened.open_slots[rid].scheduled_for == SLOT
+        assert opened.schedules["m1"].last_emitted == SLOT
+        assert opened.partition == 2
+        # The missed-dose check is planned at the end of the grace window.
+        [check] = queue.pop_due(datetime.max.replace(tzinfo=UTC))
+        grace = medstream.patients.recorder.grace
+        assert (check.kind, check.due_at, check.reminder_id) == (
+            DueKind.MISSED_CHECK,
+            SLOT + grace,
+            rid,
+        )
+
+        # A redelivered reminder changes nothing.
+        await ctx.put(key=b"p1", value=encode(due), partition=2)
+        async with asyncio.timeout(5):
+            while medstream.stats.total_settled < 4:
+                await asyncio.sleep(0)
+        assert medstream.stats.duplicates == {"ReminderDue": 1}
+        assert state(medstream) == opened
+
+        missed = missed_dose_for(opened, "p1", rid, grace)
+        assert isinstance(missed, DoseMissed)
+        for expected in (5, 6):  # recorded, then redelivered
+            await ctx.put(key=b"p1", value=encode(missed), partition=2)
+            async with asyncio.timeout(5):
+                while medstream.stats.total_settled < expected:
+                    await asyncio.sleep(0)
+
+    closed = state(medstream)
+    assert closed.open_slots == {}
+    assert closed.schedules["m1"].last_emitted == SLOT
+    assert medstream.stats.processed["ReminderDue"] == 1
+    assert medstream.stats.processed["DoseMissed"] == 1
+    assert medstream.stats.duplicates == {"ReminderDue": 1, "DoseMissed": 1}
+    assert medstream.stats.consumed["medication-reminders"] == 4
+    assert emitted == []
+
+
+async def test_an_input_event_on_the_reminders_topic_is_dead_lettered(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "record-reminders") as feed:
+        await feed.put("medication-reminders", encoded(prescribed("e-1", "m1", "Metformin")))
+
+    [(topic, dead)] = of_type(emitted, DeadLetter)
+    assert (topic, dead.original_topic) == ("dead-letters", "medication-reminders")
+    assert dead.error_message.startswith("event_type: MedicationPrescribed does not belong")
+    assert state(medstream) == PatientState()
+
+
+async def test_a_reminder_for_a_drug_discontinued_meanwhile_opens_no_slot(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+    rid = reminder_id("p1", "m1", SLOT)
+    due = reminder_for(state(medstream), "p1", "m1", SLOT, rid)
+    assert due is not None
+    # The timer sent the reminder; the discontinuation is applied before it is recorded.
+    async with feeding(medstream, "apply-patient-events") as feed:
+        stop = event("MedicationDiscontinued", "e-stop", medication_id="m1")
+        await feed.put("medication-events", encoded(stop), partition=2)
+    encode = medstream.patients.processor.emitter.encoder.encode
+    async with feeding(medstream, "record-reminders") as feed:
+        await feed.put("medication-reminders", encode(due), partition=2)
+
+    recorded = state(medstream)
+    assert recorded.open_slots == {}
+    assert recorded.schedules["m1"].last_emitted == SLOT
+    assert missed_dose_for(recorded, "p1", rid, medstream.patients.recorder.grace) is None
+    assert emitted == []
