@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streams.local_kafka import BrokerError
 from streams.settings import Settings
 
 
@@ -225,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as error:
         print(f"medstream: invalid settings:\n{error}", file=sys.stderr)
         code = 2
+    except BrokerError as error:
+        print(f"medstream: {error}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -262,6 +263,13 @@ class LocalKafka:
         for node in self.cluster.nodes:
             if _running_pid(node) is not None:
                 continue
+            for port in (node.port, node.controller_port):
+                # Another program on our port would answer the readiness probe in our place.
+                if _port_in_use(node.host, port):
+                    raise BrokerError(
+                        f"port {port} on {node.host} is in use by another process; "
+                        "stop it or choose other ports"
+                    )
             started.append((node, self._start_node(node, libs, cluster_id)))
         try:
             asyncio.run(self._wait_ready(started))
@@ -397,6 +405,12 @@ class LocalKafka:
             while _pid_alive(pid):
                 time.sleep(0.1)
         node.pid_file.unlink(missing_ok=True)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
 
 
 def _pid_alive(pid: int) -> bool:

@@ -82,3 +82,15 @@ async def test_start_twice_then_stop_leaves_nothing_behind(tmp_path: Path) -> No
     assert list(data_dir.rglob("*.lock")) == []
     assert await probe_metadata(f"127.0.0.1:{PORT}", timeout=1.0) is None
     assert medstream_broker("status", data_dir).returncode == 1
+
+
+async def test_start_refuses_a_port_that_another_process_holds(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", PORT))
+        squatter.listen()
+        result = medstream_broker("start", tmp_path / "broker")
+    assert result.returncode != 0
+    assert f"port {PORT} on 127.0.0.1 is in use" in result.stderr
+    assert java_processes_using(tmp_path / "broker") == []
