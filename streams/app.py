@@ -8,7 +8,12 @@ from typing import Any
 
 import faust
 
-from streams.agents.patient_events import PatientAgents, install_patient_agents
+from streams.agents.notifier import Notifier, build_channels, install_notifier
+from streams.agents.patient_events import (
+    PatientAgents,
+    declare_patient_tables,
+    install_patient_agents,
+)
 from streams.agents.runtime import Emitter, Intake
 from streams.contracts.codecs import EventDecoder, EventEncoder
 from streams.contracts.registry import SchemaRegistry
@@ -26,6 +31,7 @@ from streams.topics import (
     INTERACTION_WARNINGS,
     MEDICATION_EVENTS,
     MEDICATION_REMINDERS,
+    NOTIFICATION_RELEASES,
     NOTIFICATIONS,
     PATIENT_EVENTS,
     REFILL_ALERTS,
@@ -64,6 +70,7 @@ class Medstream:
     settings: Settings
     stats: PipelineStats
     patients: PatientAgents
+    notifier: Notifier
 
 
 def _credentials(settings: Settings) -> Any:
@@ -147,9 +154,42 @@ def create_app(settings: Settings) -> Medstream:
         value_type=bytes,
         partitions=settings.topic_partitions,
     )
-    reminders_name = settings.topic_name(MEDICATION_REMINDERS.base_name)
-    reminders_intake = replace(
-        intake, allowed_types={reminders_name: MEDICATION_REMINDERS.event_types}
+
+    def intake_for(*specs: TopicSpec) -> Intake:
+        return replace(
+            intake,
+            allowed_types={settings.topic_name(spec.base_name): spec.event_types for spec in specs},
+        )
+
+    store = declare_patient_tables(app, settings)
+    releases_topic = declare(NOTIFICATION_RELEASES)
+    notifier = Notifier(
+        app=app,
+        settings=settings,
+        patient_state=store.state,
+        ledger=app.Table(
+            "deliveries-by-notification", default=None, partitions=settings.topic_partitions
+        ),
+        emitter=emitter,
+        notifications_topic=topics.notifications_topic,
+        admin_alerts_topic=topics.admin_alerts_topic,
+        releases_topic=releases_topic,
+        input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
+        channels=build_channels(settings),
+    )
+    install_notifier(
+        app,
+        settings=settings,
+        notifier=notifier,
+        alerts_topic=app.topic(
+            *topic_names(settings, (REFILL_ALERTS, INTERACTION_WARNINGS)),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.topic_partitions,
+        ),
+        notifications_intake=intake_for(NOTIFICATIONS),
+        alerts_intake=intake_for(REFILL_ALERTS, INTERACTION_WARNINGS),
+        releases_intake=intake_for(NOTIFICATION_RELEASES),
     )
     knowledge_base = InteractionKnowledgeBase.load_default()
     if settings.interactions_ddinter_csv is not None:
@@ -163,7 +203,9 @@ def create_app(settings: Settings) -> Medstream:
         refill_alerts_topic=topics.refill_alerts_topic,
         interaction_warnings_topic=topics.interaction_warnings_topic,
         intake=intake,
-        reminders_intake=reminders_intake,
+        reminders_intake=intake_for(MEDICATION_REMINDERS),
+        store=store,
+        notify=notifier.handle,
         rules=PatientRules(
             knowledge_base=knowledge_base,
             grace=timedelta(minutes=settings.reminder_grace_minutes),
@@ -175,4 +217,5 @@ def create_app(settings: Settings) -> Medstream:
         settings=settings,
         stats=stats,
         patients=patients,
+        notifier=notifier,
     )

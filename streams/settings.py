@@ -147,6 +147,48 @@ class Settings(BaseSettings):
         description="MEDSTREAM_INTERACTIONS_DDINTER_CSV: extra interactions, DDInter CSV format.",
     )
 
+    # --- Notifications ---------------------------------------------------------------------
+    notify_webhook_secret: SecretStr | None = Field(
+        None,
+        description="MEDSTREAM_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key that signs webhooks.",
+    )
+    notify_smtp_host: str | None = Field(
+        None, description="MEDSTREAM_NOTIFY_SMTP_HOST: SMTP server for e-mail notifications."
+    )
+    notify_smtp_port: int = Field(
+        25, ge=1, le=65535, description="MEDSTREAM_NOTIFY_SMTP_PORT: SMTP server port."
+    )
+    notify_smtp_starttls: bool = Field(
+        False, description="MEDSTREAM_NOTIFY_SMTP_STARTTLS: upgrade the connection with STARTTLS."
+    )
+    notify_smtp_tls: bool = Field(
+        False, description="MEDSTREAM_NOTIFY_SMTP_TLS: connect with implicit TLS (port 465)."
+    )
+    notify_smtp_username: str | None = Field(
+        None, description="MEDSTREAM_NOTIFY_SMTP_USERNAME: SMTP user, when authentication is on."
+    )
+    notify_smtp_password: SecretStr | None = Field(
+        None, description="MEDSTREAM_NOTIFY_SMTP_PASSWORD: SMTP password (never printed)."
+    )
+    notify_email_sender: str = Field(
+        "medstream@localhost", description="MEDSTREAM_NOTIFY_EMAIL_SENDER: the From address."
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, description="MEDSTREAM_NOTIFY_TIMEOUT_SECONDS: limit of one delivery attempt."
+    )
+    notify_max_attempts: int = Field(
+        5, ge=1, le=20, description="MEDSTREAM_NOTIFY_MAX_ATTEMPTS: attempts before giving up."
+    )
+    notify_backoff_base_seconds: float = Field(
+        0.5, gt=0, description="MEDSTREAM_NOTIFY_BACKOFF_BASE_SECONDS: first retry delay bound."
+    )
+    notify_backoff_cap_seconds: float = Field(
+        30.0, gt=0, description="MEDSTREAM_NOTIFY_BACKOFF_CAP_SECONDS: longest retry delay."
+    )
+    notify_concurrency: int = Field(
+        200, ge=1, description="MEDSTREAM_NOTIFY_CONCURRENCY: deliveries in flight per worker."
+    )
+
     # --- The local broker (`medstream broker ...`) ------------------------------------------
     broker_host: str = Field(
         "127.0.0.1", description="MEDSTREAM_BROKER_HOST: loopback address the broker binds."

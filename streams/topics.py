@@ -19,6 +19,8 @@ class Direction(StrEnum):
 
     IN = "in"
     OUT = "out"
+    # medstream's own plumbing, not part of the public contract.
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ADMIN_ALERTS,
     AUDIT_LOG,
 )
+# Deferred notifications whose quiet hours ended: a timer cannot write tables, so it sends a
+# release here and an agent starts the delivery.
+NOTIFICATION_RELEASES = TopicSpec(
+    "medstream-notification-releases", Direction.INTERNAL, ("NotificationOutcome",)
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (NOTIFICATION_RELEASES,)
+EVERY_TOPIC = ALL_TOPICS + INTERNAL_TOPICS
 INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.IN)
 OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
 
@@ -74,7 +83,9 @@ def topic_names(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -
     return [settings.topic_name(spec.base_name) for spec in specs]
 
 
-async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+async def ensure_topics(
+    settings: Settings, specs: tuple[TopicSpec, ...] = EVERY_TOPIC
+) -> list[str]:
     """Create the topics that do not exist yet; return the names it created.
 
     Existing topics are left as they are: changing a live topic's partition count would move

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 from faust.types import TableT
 
-from streams.agents.runtime import Emitter, Intake, Outcome, RejectedEventError
+from streams.agents.runtime import Emitter, Handler, Intake, Outcome, RejectedEventError
 from streams.contracts.models import DoseMissed, Event, ReminderDue
 from streams.domain.dedup import Admission, SeenEvents, admit
 from streams.domain.patient import (
@@ -262,6 +262,19 @@ class ReminderTimer:
         self._missed_pending.discard(reminder_id)
 
 
+def declare_patient_tables(app: faust.App, settings: Settings) -> PatientStore:
+    """The per-patient tables. They declare no key or value type: records are plain JSON
+    (Faust's default codec), validated into PatientState when read."""
+    return PatientStore(
+        seen_events_by_patient=app.Table(
+            "seen-events-by-patient", default=None, partitions=settings.topic_partitions
+        ),
+        state_by_patient=app.Table(
+            "state-by-patient", default=None, partitions=settings.topic_partitions
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class PatientAgents:
     """What install_patient_agents made, for the app and for tests."""
@@ -284,25 +297,15 @@ def install_patient_agents(
     intake: Intake,
     reminders_intake: Intake,
     rules: PatientRules,
+    store: PatientStore,
+    notify: Handler | None = None,
     clock: Clock = utc_now,
 ) -> PatientAgents:
-    """Declare the tables, the two agents and the timer.
+    """Declare the two agents and the timer.
 
-    The tables declare no key or value type: their records are plain JSON (Faust's default
-    codec), validated into PatientState by this module when read.
+    ``notify`` receives every ReminderDue and DoseMissed once recorded (the notifier): one
+    agent per topic, because two agents on one topic race for its offsets.
     """
-    store = PatientStore(
-        seen_events_by_patient=app.Table(
-            "seen-events-by-patient",
-            default=None,
-            partitions=settings.topic_partitions,
-        ),
-        state_by_patient=app.Table(
-            "state-by-patient",
-            default=None,
-            partitions=settings.topic_partitions,
-        ),
-    )
     queue = ReminderQueue()
     processor = PatientEventProcessor(
         settings=settings,
@@ -330,6 +333,10 @@ def install_patient_agents(
         outcome = await recorder.handle(event, partition)
         if isinstance(event, DoseMissed):
             timer.forget_recorded_missed(event.reminder_id)
+        if notify is not None:
+            # Also for a duplicate: a crash may have come between recording and notifying;
+            # the notifier's ledger makes a second call harmless.
+            await notify(event, partition)
         return outcome
 
     @app.agent(input_topic, name="apply-patient-events")

@@ -423,7 +423,12 @@ async def test_a_recorded_reminder_opens_a_slot_and_a_missed_dose_closes_it(
     assert medstream.stats.processed["DoseMissed"] == 1
     assert medstream.stats.duplicates == {"ReminderDue": 1, "DoseMissed": 1}
     assert medstream.stats.consumed["medication-reminders"] == 4
-    assert emitted == []
+    # The notifier saw each once: the patient has no contact channel, so each is suppressed,
+    # and the redeliveries are recognised by the delivery ledger.
+    assert [(topic, event.event_type, event.status) for topic, event in emitted] == [
+        ("notifications", "NotificationOutcome", "suppressed"),
+        ("notifications", "NotificationOutcome", "suppressed"),
+    ]
 
 
 async def test_an_input_event_on_the_reminders_topic_is_dead_lettered(
@@ -458,4 +463,7 @@ async def test_a_reminder_for_a_drug_discontinued_meanwhile_opens_no_slot(
     assert recorded.open_slots == {}
     assert recorded.schedules["m1"].last_emitted == SLOT
     assert missed_dose_for(recorded, "p1", rid, medstream.patients.recorder.grace) is None
-    assert emitted == []
+    # The notifier does not remind of a discontinued drug either.
+    assert [(event.status, event.error) for _topic, event in emitted] == [
+        ("suppressed", "the medication was discontinued")
+    ]

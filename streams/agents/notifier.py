@@ -1,0 +1,487 @@
+"""The notifier: delivers reminders and alerts per the patient's preferences, at most once each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import TableT
+
+from streams.agents.runtime import Emitter, Intake, Outcome
+from streams.contracts.models import (
+    EVENT_MODELS,
+    AdminAlert,
+    ContactChannel,
+    DoseMissed,
+    Event,
+    InteractionWarning,
+    NotificationOutcome,
+    RefillAlert,
+    ReminderDue,
+)
+from streams.contracts.vocabulary import ChannelKind, DeliveryStatus
+from streams.domain.patient import ContactPreferences, PatientState, stable_id
+from streams.notify.channels import (
+    AppriseChannel,
+    Channel,
+    ConsoleChannel,
+    DeliveryError,
+    EmailChannel,
+    WebhookChannel,
+)
+from streams.notify.ledger import (
+    FINAL_STATUSES,
+    DeliveryRecord,
+    LedgerStatus,
+    is_abandoned,
+    longest_delivery,
+    notification_id,
+)
+from streams.notify.messages import render
+from streams.notify.policy import backoff_delays, delivery_targets, is_urgent, quiet_hours_end
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Notifiable = ReminderDue | DoseMissed | RefillAlert | InteractionWarning
+NO_CHANNEL = "none"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Notifier:
+    """Decides what to deliver where and when, and runs the deliveries in the background.
+
+    The agent loop never waits for a channel: each delivery is a task, so a slow or dead
+    channel holds back neither other patients nor other channels.
+    """
+
+    app: faust.App
+    settings: Settings
+    patient_state: Callable[[str], PatientState]
+    ledger: TableT[str, Any]
+    emitter: Emitter
+    notifications_topic: faust.TopicT
+    admin_alerts_topic: faust.TopicT
+    releases_topic: faust.TopicT
+    input_topic_name: str
+    channels: Mapping[str, Channel]
+    clock: Clock = utc_now
+    rng: random.Random = field(default_factory=random.Random)
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _deferred: list[tuple[datetime, str, str]] = field(default_factory=list)
+    _planned_generation: int | None = None
+    # In-flight deliveries not started by this process: notification id -> when to judge them.
+    _suspects: dict[str, datetime] = field(default_factory=dict)
+    _semaphore: asyncio.Semaphore | None = None
+
+    # --- the agents' handlers -------------------------------------------------------------
+
+    async def handle(self, event: Event, partition: int) -> Outcome:
+        """Plan the deliveries of one reminder, missed dose, refill alert or warning."""
+        if not isinstance(event, ReminderDue | DoseMissed | RefillAlert | InteractionWarning):
+            raise TypeError(type(event).__name__)
+        state = self.patient_state(event.patient_id)
+        if (
+            isinstance(event, ReminderDue | DoseMissed)
+            and state.active_medication(event.medication_id) is None
+        ):
+            await self._suppress(event, partition, "the medication was discontinued")
+            return Outcome.PROCESSED
+        contact = state.contact
+        targets = delivery_targets(event, contact)
+        if not targets:
+            await self._suppress(event, partition, "no contact channel for this notification")
+            return Outcome.PROCESSED
+        assert contact is not None
+        new = 0
+        for label, channel in targets:
+            nid = notification_id(event.event_id, label)
+            if self.ledger.get(nid) is not None:
+                continue  # replayed or redelivered: handled before
+            new += 1
+            quiet_end = (
+                None
+                if is_urgent(event)
+                else quiet_hours_end(self.clock(), contact.quiet_hours, contact.timezone)
+            )
+            if quiet_end is not None:
+                self._write(
+                    DeliveryRecord(
+                        notification_id=nid,
+                        patient_id=event.patient_id,
+                        partition=partition,
+                        channel=label,
+                        status=LedgerStatus.DEFERRED,
+                        source_event_id=event.event_id,
+                        source_event_type=event.event_type,
+                        deferred_until=quiet_end,
+                        source=json.loads(event.model_dump_json()),
+                    )
+                )
+                self._plan_release(quiet_end, event.patient_id, nid)
+                continue
+            await self._start(nid, event, label, channel, contact, partition)
+        return Outcome.PROCESSED if new else Outcome.DUPLICATE
+
+    async def release(self, event: Event, partition: int) -> Outcome:
+        """A deferred delivery whose quiet hours ended (sent by the timer) starts now."""
+        if not isinstance(event, NotificationOutcome):
+            raise TypeError(type(event).__name__)
+        record = self._record(event.notification_id)
+        if record is None or record.status is not LedgerStatus.DEFERRED or record.source is None:
+            return Outcome.DUPLICATE
+        source = EVENT_MODELS[record.source["event_type"]].model_validate(record.source)
+        contact = self.patient_state(record.patient_id).contact
+        channel = _channel_by_label(source, contact, record.channel)
+        if contact is None or channel is None:
+            await self._finish(record, DeliveryStatus.SUPPRESSED, 0, "the channel was removed")
+            return Outcome.PROCESSED
+        assert isinstance(source, ReminderDue | DoseMissed | RefillAlert | InteractionWarning)
+        await self._start(
+            record.notification_id, source, record.channel, channel, contact, partition
+        )
+        return Outcome.PROCESSED
+
+    async def record_outcome(self, event: Event, partition: int) -> Outcome:
+        """Write a published NotificationOutcome into the ledger (final, never delivered again)."""
+        if not isinstance(event, NotificationOutcome):
+            raise TypeError(type(event).__name__)
+        record = self._record(event.notification_id)
+        status = LedgerStatus(event.status.value)
+        if record is not None and record.status in FINAL_STATUSES:
+            return Outcome.DUPLICATE
+        self._write(
+            DeliveryRecord(
+                notification_id=event.notification_id,
+                patient_id=event.patient_id,
+                partition=partition,
+                channel=event.channel,
+                status=status,
+                source_event_id=event.source_event_id,
+                source_event_type=event.source_event_type,
+            )
+        )
+        return Outcome.PROCESSED
+
+    # --- deliveries -------------------------------------------------------------------------
+
+    async def _start(
+        self,
+        nid: str,
+        event: Notifiable,
+        label: str,
+        channel: ContactChannel,
+        contact: ContactPreferences,
+        partition: int,
+    ) -> None:
+        record = DeliveryRecord(
+            notification_id=nid,
+            patient_id=event.patient_id,
+            partition=partition,
+            channel=label,
+            status=LedgerStatus.IN_FLIGHT,
+            source_event_id=event.event_id,
+            source_event_type=event.event_type,
+            started_at=self.clock(),
+        )
+        self._write(record)
+        # The in-flight mark must be in the changelog before the person can be reached: after
+        # a crash it is what stops a second delivery.
+        await self.app.producer.flush()
+        task = asyncio.create_task(self._deliver(record, event, channel, contact))
+        self.running[nid] = task
+        task.add_done_callback(lambda _task: self.running.pop(nid, None))
+
+    async def _deliver(
+        self,
+        record: DeliveryRecord,
+        event: Notifiable,
+        channel: ContactChannel,
+        contact: ContactPreferences,
+    ) -> None:
+        implementation = self.channels.get(channel.kind.value)
+        if implementation is None:
+            await self._finish(
+                record, DeliveryStatus.FAILED, 0, f"{channel.kind.value} is not configured"
+            )
+            return
+        message = render(event, contact.timezone, record.notification_id)
+        delays = backoff_delays(
+            self.settings.notify_max_attempts,
+            self.settings.notify_backoff_base_seconds,
+            self.settings.notify_backoff_cap_seconds,
+            self.rng,
+        )
+        attempts = 0
+        error = "not attempted"
+        async with self._limit():
+            while True:
+                attempts += 1
+                try:
+                    await asyncio.wait_for(
+                        implementation.deliver(channel.target, message),
+                        self.settings.notify_timeout_seconds,
+                    )
+                except DeliveryError as failure:
+                    error, retryable = str(failure), failure.retryable
+                except TimeoutError:
+                    error = f"timed out after {self.settings.notify_timeout_seconds:g}s"
+                    retryable = True
+                except Exception as failure:  # a channel bug must not lose the outcome
+                    error, retryable = f"{type(failure).__name__} in the channel", False
+                else:
+                    await self._finish(record, DeliveryStatus.DELIVERED, attempts, None)
+                    return
+                if not retryable or attempts > len(delays):
+                    break
+                await asyncio.sleep(delays[attempts - 1])
+        await self._finish(record, DeliveryStatus.FAILED, attempts, error)
+
+    def _limit(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.notify_concurrency)
+        return self._semaphore
+
+    async def _finish(
+        self,
+        record: DeliveryRecord,
+        status: DeliveryStatus,
+        attempts: int,
+        error: str | None,
+    ) -> None:
+        outcome = NotificationOutcome(
+            event_id=stable_id("outcome", record.notification_id),
+            patient_id=record.patient_id,
+            occurred_at=self.clock(),
+            notification_id=record.notification_id,
+            source_event_id=record.source_event_id,
+            source_event_type=record.source_event_type,
+            channel=record.channel,
+            status=status,
+            attempts=attempts,
+            error=error,
+        )
+        await self.emitter.emit(self.notifications_topic, outcome)
+        log.info(
+            "notification %s: %s on %s after %d attempts",
+            record.notification_id,
+            status.value,
+            record.channel,
+            attempts,
+        )
+        if status is DeliveryStatus.FAILED:
+            alert = AdminAlert(
+                event_id=stable_id("admin", record.notification_id),
+                patient_id=record.patient_id,
+                occurred_at=outcome.occurred_at,
+                alert_id=stable_id("admin", record.notification_id),
+                alert_type="DELIVERY_FAILED",
+                message=(
+                    f"{record.source_event_type} could not be delivered on {record.channel}: "
+                    f"{error}"
+                ),
+                source_event_id=record.source_event_id,
+                details={
+                    "notification_id": record.notification_id,
+                    "channel": record.channel,
+                    "attempts": str(attempts),
+                },
+            )
+            await self.emitter.emit(self.admin_alerts_topic, alert)
+
+    async def _suppress(self, event: Event, partition: int, reason: str) -> None:
+        nid = notification_id(event.event_id, NO_CHANNEL)
+        if self.ledger.get(nid) is not None:
+            return
+        record = DeliveryRecord(
+            notification_id=nid,
+            patient_id=event.patient_id,
+            partition=partition,
+            channel=NO_CHANNEL,
+            status=LedgerStatus.SUPPRESSED,
+            source_event_id=event.event_id,
+            source_event_type=event.event_type,
+        )
+        self._write(record)
+        await self._finish(record, DeliveryStatus.SUPPRESSED, 0, reason)
+
+    # --- the timer: deferred deliveries and deliveries cut off by a crash -------------------
+
+    def _plan_release(self, due: datetime, patient_id: str, nid: str) -> None:
+        self._deferred.append((due, patient_id, nid))
+        self._deferred.sort()
+
+    async def tick(self) -> None:
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        if self.app.rebalancing or not recovery.completed.is_set():
+            return
+        try:
+            if self.app.consumer_generation_id != self._planned_generation:
+                await self._scan_ledger()
+            now = self.clock()
+            await self._report_abandoned(now)
+            while self._deferred and self._deferred[0][0] <= now:
+                _due, patient_id, nid = self._deferred.pop(0)
+                await self._send_release(patient_id, nid)
+        except Exception:
+            log.exception("notifier timer failed; retrying on the next tick")
+
+    async def _scan_ledger(self) -> None:
+        active = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.input_topic_name
+        }
+        longest = longest_delivery(
+            self.settings.notify_max_attempts,
+            self.settings.notify_timeout_seconds,
+            self.settings.notify_backoff_cap_seconds,
+        )
+        self._deferred.clear()
+        self._suspects.clear()
+        for _key, value in self.ledger.items():
+            record = DeliveryRecord.model_validate(value)
+            if record.partition not in active:
+                continue
+            if record.status is LedgerStatus.DEFERRED and record.deferred_until is not None:
+                self._plan_release(record.deferred_until, record.patient_id, record.notification_id)
+            elif (
+                record.status is LedgerStatus.IN_FLIGHT
+                and record.notification_id not in self.running
+                and record.started_at is not None
+            ):
+                # Started by a worker that is gone, or still running on a worker that just
+                # lost the partition: judged once the longest delivery has had its time.
+                self._suspects[record.notification_id] = record.started_at + longest
+        self._planned_generation = self.app.consumer_generation_id
+
+    async def _report_abandoned(self, now: datetime) -> None:
+        longest = longest_delivery(
+            self.settings.notify_max_attempts,
+            self.settings.notify_timeout_seconds,
+            self.settings.notify_backoff_cap_seconds,
+        )
+        for nid, due in list(self._suspects.items()):
+            if due > now:
+                continue
+            del self._suspects[nid]
+            record = self._record(nid)
+            if record is None or not is_abandoned(record, now, longest) or nid in self.running:
+                continue
+            # Cut off mid-delivery by a crash: it may have arrived, so it is not sent again.
+            await self._finish(
+                record,
+                DeliveryStatus.FAILED,
+                0,
+                "interrupted by a worker crash; it may or may not have arrived, "
+                "so it is not resent",
+            )
+
+    async def _send_release(self, patient_id: str, nid: str) -> None:
+        # The release travels as a NotificationOutcome on an internal topic: a timer cannot
+        # write the ledger, so an agent on that topic starts the delivery.
+        release = NotificationOutcome(
+            event_id=stable_id("release", nid),
+            patient_id=patient_id,
+            occurred_at=self.clock(),
+            notification_id=nid,
+            source_event_id=nid,
+            source_event_type="release",
+            channel="release",
+            status=DeliveryStatus.SUPPRESSED,
+            attempts=0,
+        )
+        await self.emitter.emit(self.releases_topic, release)
+
+    # --- ledger access ----------------------------------------------------------------------
+
+    def _record(self, nid: str) -> DeliveryRecord | None:
+        value = self.ledger.get(nid)
+        return None if value is None else DeliveryRecord.model_validate(value)
+
+    def _write(self, record: DeliveryRecord) -> None:
+        self.ledger[record.notification_id] = record.model_dump(mode="json", exclude_none=True)
+
+    async def close(self) -> None:
+        for task in list(self.running.values()):
+            task.cancel()
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    """The delivery channels the settings configure (console is always there)."""
+    channels: dict[str, Channel] = {ChannelKind.CONSOLE.value: ConsoleChannel()}
+    if settings.notify_webhook_secret is not None:
+        channels[ChannelKind.WEBHOOK.value] = WebhookChannel(
+            settings.notify_webhook_secret.get_secret_value().encode("utf-8"),
+            settings.notify_timeout_seconds,
+        )
+    if settings.notify_smtp_host is not None:
+        channels[ChannelKind.EMAIL.value] = EmailChannel(
+            host=settings.notify_smtp_host,
+            port=settings.notify_smtp_port,
+            sender=settings.notify_email_sender,
+            timeout=settings.notify_timeout_seconds,
+            starttls=settings.notify_smtp_starttls,
+            use_tls=settings.notify_smtp_tls,
+            username=settings.notify_smtp_username,
+            password=(
+                settings.notify_smtp_password.get_secret_value()
+                if settings.notify_smtp_password
+                else None
+            ),
+        )
+    try:
+        channels[ChannelKind.APPRISE.value] = AppriseChannel(settings.notify_timeout_seconds)
+    except ImportError:
+        log.info("apprise is not installed: the apprise channel is off")
+    return channels
+
+
+def _channel_by_label(
+    event: Event, contact: ContactPreferences | None, label: str
+) -> ContactChannel | None:
+    for candidate, channel in delivery_targets(event, contact):  # type: ignore[arg-type]
+        if candidate == label:
+            return channel
+    return None
+
+
+def install_notifier(
+    app: faust.App,
+    *,
+    settings: Settings,
+    notifier: Notifier,
+    alerts_topic: faust.TopicT,
+    notifications_intake: Intake,
+    alerts_intake: Intake,
+    releases_intake: Intake,
+) -> None:
+    """Declare the notifier's agents and timer (reminders reach it through record-reminders)."""
+
+    @app.agent(alerts_topic, name="notify-alerts")
+    async def notify_alerts(stream: faust.StreamT[Any]) -> None:
+        await alerts_intake.run(stream, notifier.handle)
+
+    @app.agent(notifier.notifications_topic, name="record-deliveries")
+    async def record_deliveries(stream: faust.StreamT[Any]) -> None:
+        await notifications_intake.run(stream, notifier.record_outcome)
+
+    @app.agent(notifier.releases_topic, name="release-deferred-notifications")
+    async def release_deferred(stream: faust.StreamT[Any]) -> None:
+        await releases_intake.run(stream, notifier.release)
+
+    @app.timer(interval=1.0, on_leader=False)  # type: ignore[untyped-decorator]
+    async def resume_notifications() -> None:
+        await notifier.tick()

@@ -1,0 +1,60 @@
+"""The delivery ledger: one record per (source event, channel), so nothing is delivered twice."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from streams.domain.patient import StateModel, stable_id
+
+
+class LedgerStatus(StrEnum):
+    """Where one delivery stands."""
+
+    # Written, and flushed to the changelog, before the channel is called: a record found in
+    # this state after a crash may or may not have reached the person, so it is never retried
+    # (at most one delivery) but reported as failed for a human to check.
+    IN_FLIGHT = "in_flight"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+
+
+FINAL_STATUSES = frozenset({LedgerStatus.DELIVERED, LedgerStatus.FAILED, LedgerStatus.SUPPRESSED})
+
+
+class DeliveryRecord(StateModel):
+    """The ledger's record of one delivery."""
+
+    notification_id: str
+    patient_id: str
+    partition: int
+    channel: str
+    status: LedgerStatus
+    source_event_id: str
+    source_event_type: str
+    started_at: datetime | None = None
+    deferred_until: datetime | None = None
+    # The source event (JSON), kept while the delivery is deferred so it can be sent later.
+    source: dict[str, Any] | None = None
+
+
+def notification_id(source_event_id: str, channel_label: str) -> str:
+    """The deterministic id of delivering one event on one channel."""
+    return stable_id("ntf", source_event_id, channel_label)
+
+
+def is_abandoned(record: DeliveryRecord, now: datetime, longest_delivery: timedelta) -> bool:
+    """An in-flight record older than any delivery can take was cut off by a crash."""
+    return (
+        record.status is LedgerStatus.IN_FLIGHT
+        and record.started_at is not None
+        and now - record.started_at > longest_delivery
+    )
+
+
+def longest_delivery(attempts: int, timeout: float, backoff_cap: float) -> timedelta:
+    """An upper bound on how long one delivery with all its retries can take."""
+    return timedelta(seconds=attempts * timeout + max(0, attempts - 1) * backoff_cap + 5)
