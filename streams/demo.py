@@ -155,8 +155,28 @@ async def _delete_demo_topics(settings: Settings) -> None:
         await admin.close()
 
 
+CONSOLE_MARK = "[medstream → "
+
+
+def console_deliveries(log_file: Path, offset: int) -> tuple[list[str], int]:
+    """Console-channel messages the worker wrote to its log since ``offset``."""
+    with log_file.open("rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    lines = [
+        line[line.index(CONSOLE_MARK) :]
+        for line in complete.decode("utf-8", errors="replace").splitlines()
+        if CONSOLE_MARK in line
+    ]
+    return lines, offset + len(complete)
+
+
 async def _feed_and_follow(
-    settings: Settings, worker: subprocess.Popen[bytes], duration: float | None
+    settings: Settings,
+    worker: subprocess.Popen[bytes],
+    worker_log: Path,
+    duration: float | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -180,6 +200,7 @@ async def _feed_and_follow(
         print(f"feeding {len(scenario)} events for {DEMO_PATIENT_ID}; Ctrl-C stops the demo\n")
         await publish_events(settings, checked.valid)
         deadline = None if duration is None else time.monotonic() + duration
+        log_offset = 0
         while not stop.is_set():
             if worker.poll() is not None:
                 print(f"the worker exited with {worker.returncode}; see its log", file=sys.stderr)
@@ -193,7 +214,10 @@ async def _feed_and_follow(
                     stamp = datetime.now().strftime("%H:%M:%S")
                     topic = partition.topic.removeprefix(settings.topic_prefix)
                     print(f"{stamp} {arrow} {describe(topic, record.value or b'')}")
-                    sys.stdout.flush()
+            delivered, log_offset = console_deliveries(worker_log, log_offset)
+            for line in delivered:
+                print(f"{datetime.now().strftime('%H:%M:%S')} sent  {line}")
+            sys.stdout.flush()
     finally:
         await consumer.stop()
 
@@ -242,7 +266,7 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
                 start_new_session=True,
             )
         asyncio.run(wait_until_stable(demo_settings, demo_settings.app_id, timeout=120))
-        asyncio.run(_feed_and_follow(demo_settings, worker, duration))
+        asyncio.run(_feed_and_follow(demo_settings, worker, worker_log, duration))
         return 0
     except KeyboardInterrupt:
         return 0

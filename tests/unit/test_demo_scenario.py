@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from streams.demo import build_scenario, describe
+from streams.demo import build_scenario, console_deliveries, describe
 from streams.publish import check_events
 
 
@@ -55,3 +56,18 @@ def test_describe_is_readable_for_any_bytes() -> None:
     line = describe("refill-alerts", b'{"event_type": "RefillAlert", "reason": "LOW_SUPPLY"}')
     assert "RefillAlert" in line
     assert "LOW_SUPPLY" in line
+
+
+def test_console_deliveries_are_read_from_the_worker_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "[2026] [1] [WARNING] [medstream → patient] Medication reminder: Time for it.\n"
+        "[2026] [1] [INFO] something else\n"
+        "[2026] [1] [WARNING] [medstream → caregiver] Missed dose: half a li"
+    )
+    lines, offset = console_deliveries(log, 0)
+    assert lines == ["[medstream → patient] Medication reminder: Time for it."]
+    with log.open("a") as handle:
+        handle.write("ne\n")
+    more, _ = console_deliveries(log, offset)
+    assert more == ["[medstream → caregiver] Missed dose: half a line"]
