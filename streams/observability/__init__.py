@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, the worker's health/readiness/metrics pages and JSON logs."""

@@ -1,0 +1,177 @@
+"""Prometheus metrics of one medstream app, kept in the app's own registry."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "collect_from_app"]
+
+# Processing of one event is usually milliseconds; a notification delivery with retries can
+# take tens of seconds.
+PROCESSING_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The medstream metric families in a registry of their own.
+
+    Each app gets its own ``CollectorRegistry``, so several apps in one process (tests) never
+    clash over the global registry. Label values are topics, event types, error types, agent
+    names and channel kinds: never anything taken from an event's payload.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._consumed = Counter(
+            "medstream_events_consumed",
+            "Records read from Kafka by the agents, per topic.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self._produced = Counter(
+            "medstream_events_produced",
+            "Events published to Kafka, per topic.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self._dead_letters = Counter(
+            "medstream_dead_letters",
+            "Records sent to dead-letters, per error type.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._duplicates = Counter(
+            "medstream_duplicates",
+            "Events recognised as duplicates and skipped, per event type.",
+            ["event_type"],
+            registry=self.registry,
+        )
+        self._processing = Histogram(
+            "medstream_processing_seconds",
+            "Seconds an agent spent handling one event.",
+            ["agent"],
+            buckets=PROCESSING_BUCKETS,
+            registry=self.registry,
+        )
+        self._deliveries = Counter(
+            "medstream_deliveries",
+            "Notification outcomes, per channel kind and status.",
+            ["channel_kind", "status"],
+            registry=self.registry,
+        )
+        self._lag = Gauge(
+            "medstream_consumer_lag",
+            "Records not yet committed by this worker: high watermark minus committed offset.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self._table_entries = Gauge(
+            "medstream_table_entries",
+            "Keys in a table's partitions held by this worker.",
+            ["table"],
+            registry=self.registry,
+        )
+
+    def consumed(self, topic: str) -> None:
+        """One record read from ``topic``."""
+        self._consumed.labels(topic=topic).inc()
+
+    def produced(self, topic: str) -> None:
+        """One event published to ``topic``."""
+        self._produced.labels(topic=topic).inc()
+
+    def dead_lettered(self, error_type: str) -> None:
+        """One record dead-lettered because of ``error_type``."""
+        self._dead_letters.labels(reason=error_type).inc()
+
+    def duplicate(self, event_type: str) -> None:
+        """One duplicate event of ``event_type`` skipped."""
+        self._duplicates.labels(event_type=event_type).inc()
+
+    def observe_processing(self, agent: str, seconds: float) -> None:
+        """How long ``agent`` took for one event."""
+        self._processing.labels(agent=agent).observe(seconds)
+
+    def delivery(self, channel_kind: str, status: str) -> None:
+        """One notification outcome (delivered, failed, suppressed...) on a kind of channel."""
+        self._deliveries.labels(channel_kind=channel_kind, status=status).inc()
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        """The lag of one partition."""
+        self._lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    def forget_lag(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag series (the partition moved to another worker)."""
+        with contextlib.suppress(KeyError):
+            self._lag.remove(topic, str(partition))
+
+    def lag_partitions(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs that currently have a lag series."""
+        found: set[tuple[str, int]] = set()
+        for family in self._lag.collect():
+            for sample in family.samples:
+                found.add((sample.labels["topic"], int(sample.labels["partition"])))
+        return found
+
+    def set_table_entries(self, table: str, n: int) -> None:
+        """The number of keys of ``table`` held by this worker."""
+        self._table_entries.labels(table=table).set(n)
+
+    def render(self) -> bytes:
+        """Every family in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+def _lag_of(consumer: Any, tp: Any) -> int | None:
+    """High watermark minus the committed offset (both "next offset" positions), if known."""
+    try:
+        highwater = consumer.highwater(tp)
+    except Exception:  # aiokafka asserts when the partition was just revoked
+        return None
+    if highwater is None or highwater < 0:
+        return None
+    committed = consumer._committed_offset.get(tp)
+    if committed is None:
+        # Nothing committed yet by this group: fall back to what this worker has read.
+        read = consumer.app.monitor.tp_read_offsets.get(tp)
+        if read is None:
+            return None
+        committed = read + 1
+    return max(0, int(highwater) - int(committed))
+
+
+def collect_from_app(metrics: Metrics, app: faust.App, tables: Mapping[str, Any]) -> None:
+    """Refresh the gauges that describe the running app: consumer lag and table sizes.
+
+    Lag is computed per assigned partition from what the Faust consumer already knows (the
+    high watermark of the last fetch and the offset last committed), so this never waits on
+    the broker. Partitions whose values are not known yet get no series; partitions no
+    longer assigned lose theirs.
+    """
+    seen: set[tuple[str, int]] = set()
+    try:
+        consumer: Any = app.consumer
+        assignment = consumer.assignment()
+    except Exception:  # the consumer is not started (or already stopped)
+        assignment = set()
+    for tp in assignment:
+        lag = _lag_of(consumer, tp)
+        if lag is None:
+            continue
+        metrics.set_lag(tp.topic, tp.partition, lag)
+        seen.add((tp.topic, tp.partition))
+    for topic, partition in metrics.lag_partitions() - seen:
+        metrics.forget_lag(topic, partition)
+    for name, table in tables.items():
+        try:
+            metrics.set_table_entries(name, len(table))
+        except Exception as error:  # a store that cannot be read now must not break /metrics
+            log.warning("table size unavailable: table=%s error=%s", name, type(error).__name__)
