@@ -1,0 +1,1 @@
+"""Operators' tools: tail topics, inspect dead letters, replay records."""

@@ -1,0 +1,433 @@
+"""The operators' verbs of the command line: tail, dlq list|show and replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from streams.contracts.codecs import EventDecoder
+from streams.contracts.dead_letters import original_record
+from streams.contracts.models import DeadLetter
+from streams.contracts.registry import SchemaRegistry
+from streams.contracts.schemas import default_catalog
+from streams.kafka_client import client_options
+from streams.ops.records import (
+    DEAD_LETTER_HEADER,
+    DeadLetterFilter,
+    OffsetRange,
+    Progress,
+    RawRecord,
+    bytes_for_display,
+    dead_letter_row,
+    decode_record,
+    find_ranges,
+    format_json,
+    format_table,
+    format_text,
+    iso_millis,
+    new_consumer,
+    parse_time,
+    read_ranges,
+    topic_partitions,
+)
+from streams.settings import Settings
+from streams.topics import DEAD_LETTERS
+
+_SEND_BATCH = 500  # sends in flight before waiting for their acknowledgements
+
+
+def _registry(settings: Settings) -> SchemaRegistry | None:
+    if not settings.schema_registry_url:
+        return None
+    return SchemaRegistry(settings.schema_registry_url, settings.schema_registry_timeout)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"medstream: {message}", file=sys.stderr)
+    return code
+
+
+def _run(coroutine: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        return asyncio.run(coroutine())
+    except (LookupError, ValueError) as error:
+        # A missing topic or partition, or a bad bound: the operator's to fix, not a crash.
+        return _fail(str(error))
+
+
+# tail ------------------------------------------------------------------------------------------
+
+
+async def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    topic = settings.topic_name(args.topic)
+    decoder = EventDecoder(default_catalog())
+    registry = _registry(settings)
+    consumer = new_consumer(client_options(settings))
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(client_options(settings), topic)
+        consumer.assign(partitions)
+        if args.from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        elif args.since is not None:
+            ends = await consumer.end_offsets(partitions)
+            found = await consumer.offsets_for_times(
+                {tp: int(args.since.timestamp() * 1000) for tp in partitions}
+            )
+            for tp in partitions:
+                hit = found.get(tp)
+                consumer.seek(tp, ends[tp] if hit is None else hit.offset)
+        else:
+            await consumer.seek_to_end(*partitions)
+        shown = 0
+        last_record = time.monotonic()
+        while args.max is None or shown < args.max:
+            batches = await consumer.getmany(timeout_ms=500)
+            records = [record for batch in batches.values() for record in batch]
+            if not records:
+                if args.timeout is not None and time.monotonic() - last_record >= args.timeout:
+                    break
+                continue
+            last_record = time.monotonic()
+            # Across partitions, time order reads best; within one, offsets are already ordered.
+            for record in sorted(records, key=lambda item: (item.timestamp, item.partition)):
+                raw = RawRecord.from_consumer(record)
+                decoded = await decode_record(decoder, raw.value, registry)
+                print(format_json(raw, decoded) if args.json else format_text(raw, decoded))
+                shown += 1
+                if args.max is not None and shown >= args.max:
+                    break
+            sys.stdout.flush()
+        return 0
+    finally:
+        await consumer.stop()
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    settings = Settings()
+    return _run(lambda: _tail(args, settings))
+
+
+# dlq -------------------------------------------------------------------------------------------
+
+
+async def _dead_letters(
+    settings: Settings,
+    selected: DeadLetterFilter,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> list[tuple[RawRecord, DeadLetter | None]]:
+    """The dead letters (read up to today's end) that pass the filter; None if undecodable."""
+    decoder = EventDecoder(default_catalog())
+    consumer = new_consumer(client_options(settings))
+    await consumer.start()
+    try:
+        ranges = await find_ranges(
+            consumer,
+            client_options(settings),
+            settings.topic_name(DEAD_LETTERS.base_name),
+            partition=partition,
+            from_offset=offset,
+            to_offset=offset,
+        )
+        found: list[tuple[RawRecord, DeadLetter | None]] = []
+        async for raw in read_ranges(consumer, ranges):
+            decoded = await decode_record(decoder, raw.value)
+            if decoded.event is None or decoded.error is not None:
+                found.append((raw, None))
+                continue
+            dead_letter = DeadLetter.model_validate(decoded.event)
+            if selected.matches(dead_letter):
+                found.append((raw, dead_letter))
+        return found
+    finally:
+        await consumer.stop()
+
+
+def _filter_from(args: argparse.Namespace, settings: Settings) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        reason=args.reason,
+        original_topic=None if args.topic is None else settings.topic_name(args.topic),
+        since=args.since,
+        until=getattr(args, "until", None),
+    )
+
+
+def _cmd_dlq_list(args: argparse.Namespace) -> int:
+    settings = Settings()
+    selected = _filter_from(args, settings)
+
+    async def run() -> int:
+        found = await _dead_letters(settings, selected)
+        letters = [(raw, letter) for raw, letter in found if letter is not None]
+        if args.json:
+            for raw, letter in letters:
+                # The original bytes stay out of the listing: `dlq show` is for one record.
+                shown = letter.model_dump(mode="json", exclude={"value"})
+                line = {"partition": raw.partition, "offset": raw.offset, "dead_letter": shown}
+                print(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+        else:
+            print(format_table(DEAD_LETTER_HEADER, [dead_letter_row(r, d) for r, d in letters]))
+        unreadable = len(found) - len(letters)
+        if unreadable:
+            print(
+                f"{unreadable} records of the dead-letters topic are not DeadLetters",
+                file=sys.stderr,
+            )
+        print(f"{len(letters)} dead letters", file=sys.stderr)
+        return 0
+
+    return _run(run)
+
+
+def _show(raw: RawRecord, letter: DeadLetter) -> str:
+    key, value, headers = original_record(letter)
+    lines = [
+        f"dead letter {raw.partition}:{raw.offset} (event_id {letter.event_id})",
+        f"written at:  {iso_millis(raw.timestamp)}",
+        f"failed at:   {letter.failed_at.isoformat().replace('+00:00', 'Z')}",
+        f"original:    {letter.original_topic} partition {letter.partition} offset {letter.offset}",
+        f"error_type:  {letter.error_type}",
+        f"error:       {letter.error_message}",
+        f"patient_id:  {letter.patient_id or '-'}",
+        f"key:         {bytes_for_display(key)}",
+        "headers:     "
+        + (", ".join(f"{name}={bytes_for_display(item)}" for name, item in headers) or "-"),
+        f"value ({0 if value is None else len(value)} bytes):",
+        bytes_for_display(value),
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_dlq_show(args: argparse.Namespace) -> int:
+    settings = Settings()
+
+    async def run() -> int:
+        found = await _dead_letters(settings, DeadLetterFilter(), args.partition, args.offset)
+        if not found:
+            where = "any partition" if args.partition is None else f"partition {args.partition}"
+            return _fail(f"no dead letter at offset {args.offset} in {where}", 1)
+        for number, (raw, letter) in enumerate(found):
+            if number:
+                print()
+            if letter is None:
+                print(f"record {raw.partition}:{raw.offset} is not a DeadLetter")
+            else:
+                print(_show(raw, letter))
+        return 0
+
+    return _run(run)
+
+
+# replay ----------------------------------------------------------------------------------------
+
+
+class _Sender:
+    """Sends records with bounded batches in flight, or only counts them on a dry run."""
+
+    def __init__(self, settings: Settings, dry_run: bool, progress: Progress) -> None:
+        self.settings = settings
+        self.dry_run = dry_run
+        self.progress = progress
+        self.producer: AIOKafkaProducer | None = None
+        self.in_flight: list[asyncio.Future[Any]] = []
+        self.sent: Counter[str] = Counter()
+
+    async def __aenter__(self) -> _Sender:
+        if not self.dry_run:
+            self.producer = AIOKafkaProducer(
+                acks="all", enable_idempotence=True, **client_options(self.settings)
+            )
+            await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                await self.flush()
+        finally:
+            if self.producer is not None:
+                await self.producer.stop()
+        if exc_info[0] is None:
+            self.progress.finish()
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]],
+        partition: int | None,
+    ) -> None:
+        if self.producer is not None:
+            self.in_flight.append(
+                await self.producer.send(
+                    topic, value, key=key, partition=partition, headers=headers
+                )
+            )
+            if len(self.in_flight) >= _SEND_BATCH:
+                await self.flush()
+        self.sent[topic] += 1
+        self.progress.advance()
+
+    async def flush(self) -> None:
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight)
+            self.in_flight.clear()
+
+
+def _report(sent: Counter[str], dry_run: bool, fallback_topic: str) -> None:
+    verb = "would replay" if dry_run else "replayed"
+    suffix = " (--dry-run: nothing sent)" if dry_run else ""
+    for topic, count in sorted(sent.items()) or [(fallback_topic, 0)]:
+        print(f"{verb} {count} records to {topic}{suffix}")
+
+
+async def _replay_topic(args: argparse.Namespace, settings: Settings) -> int:
+    topic = settings.topic_name(args.topic)
+    consumer = new_consumer(client_options(settings))
+    await consumer.start()
+    try:
+        ranges: dict[TopicPartition, OffsetRange] = await find_ranges(
+            consumer,
+            client_options(settings),
+            topic,
+            since=args.since,
+            until=args.until,
+            from_offset=args.from_offset,
+            to_offset=args.to_offset,
+            partition=args.partition,
+        )
+        total = sum(span.size for span in ranges.values())
+        progress = Progress(total, sys.stderr)
+        async with _Sender(settings, args.dry_run, progress) as sender:
+            async for raw in read_ranges(consumer, ranges):
+                # The same partition as before: per-patient order holds even for keyless records.
+                await sender.send(topic, raw.key, raw.value, list(raw.headers), raw.partition)
+        _report(sender.sent, args.dry_run, topic)
+        return 0
+    finally:
+        await consumer.stop()
+
+
+async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    found = await _dead_letters(settings, _filter_from(args, settings))
+    letters = [letter for _, letter in found if letter is not None]
+    partitions = {
+        topic: len(await topic_partitions(client_options(settings), topic))
+        for topic in {letter.original_topic for letter in letters}
+    }
+    progress = Progress(len(letters), sys.stderr)
+    async with _Sender(settings, args.dry_run, progress) as sender:
+        for letter in letters:
+            key, value, headers = original_record(letter)
+            # Back to the partition it failed on, if the topic still has it; else by key.
+            same = (
+                letter.partition if letter.partition < partitions[letter.original_topic] else None
+            )
+            await sender.send(letter.original_topic, key, value, headers, same)
+    _report(sender.sent, args.dry_run, "their original topics")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.dead_letters:
+        if args.from_offset is not None or args.to_offset is not None or args.partition is not None:
+            return _fail("--dead-letters selects by --reason, --topic, --since and --until")
+        return _run(lambda: _replay_dead_letters(args, settings))
+    if args.topic is None:
+        return _fail("replay needs --topic BASE (or --dead-letters)")
+    if args.reason is not None:
+        return _fail("--reason only applies to --dead-letters")
+    if (args.since is None) == (args.from_offset is None):
+        return _fail("replay --topic needs either --since or --from-offset")
+    if args.since is None and args.until is not None:
+        return _fail("--until goes with --since")
+    if args.from_offset is None and (args.to_offset is not None or args.partition is not None):
+        return _fail("--to-offset and --partition go with --from-offset")
+    if args.to_offset is not None and args.to_offset < args.from_offset:
+        return _fail("--to-offset is before --from-offset")
+    return _run(lambda: _replay_topic(args, settings))
+
+
+# registration ----------------------------------------------------------------------------------
+
+
+def _time(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _offset(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError("offsets are >= 0")
+    return number
+
+
+def add_ops_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register tail, dlq and replay on the medstream command line."""
+    tail = commands.add_parser(
+        "tail", help="follow a topic, decoded and readable (until Ctrl-C, --max or --timeout)"
+    )
+    tail.add_argument("topic", help="the topic's base name, e.g. refill-alerts")
+    tail.add_argument("--json", action="store_true", help="one JSON object per record")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument("--since", type=_time, help="start at this ISO-8601 time (default: now)")
+    start.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--max", type=int, help="stop after this many records")
+    tail.add_argument("--timeout", type=float, help="stop after this many seconds without records")
+    tail.set_defaults(handler=_cmd_tail)
+
+    dlq = commands.add_parser("dlq", help="dead letters: inputs that failed, with their reasons")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_commands.add_parser("list", help="a table of the dead letters")
+    _add_dead_letter_filters(listing)
+    listing.add_argument("--until", type=_time, help="failed before this ISO-8601 time")
+    listing.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    listing.set_defaults(handler=_cmd_dlq_list)
+    show = dlq_commands.add_parser("show", help="one dead letter, with its original record")
+    show.add_argument("offset", type=_offset, help="its offset in the dead-letters topic")
+    show.add_argument("--partition", type=int, help="its partition (default: look in each)")
+    show.set_defaults(handler=_cmd_dlq_show)
+
+    replay = commands.add_parser(
+        "replay",
+        help="re-feed a topic's records (by time or offsets), or dead letters, into the pipeline",
+        description=(
+            "Re-produce records with the same key, value and headers: either a range of one "
+            "topic into the same topic, or dead letters back to their original topic. "
+            "Deterministic event ids and de-duplication make a replay safe."
+        ),
+    )
+    replay.add_argument(
+        "--dead-letters", action="store_true", help="replay dead letters to their original topic"
+    )
+    _add_dead_letter_filters(replay, topic_help="the topic to replay (base name)")
+    replay.add_argument("--until", type=_time, help="until this ISO-8601 time (exclusive)")
+    replay.add_argument("--from-offset", type=_offset, help="first offset (every partition)")
+    replay.add_argument("--to-offset", type=_offset, help="last offset, inclusive")
+    replay.add_argument("--partition", type=int, help="only this partition")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be sent")
+    replay.set_defaults(handler=_cmd_replay)
+
+
+def _add_dead_letter_filters(
+    parser: argparse.ArgumentParser,
+    topic_help: str = "only dead letters of this original topic (base name)",
+) -> None:
+    parser.add_argument("--reason", help="substring of the error type or message, any case")
+    parser.add_argument("--topic", help=topic_help)
+    parser.add_argument("--since", type=_time, help="from this ISO-8601 time")
