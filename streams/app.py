@@ -21,6 +21,8 @@ from streams.contracts.schemas import default_catalog
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules
 from streams.kafka_client import ssl_context
+from streams.observability.metrics import Metrics
+from streams.observability.web import default_readiness, install_web
 from streams.settings import SecurityProtocol, Settings
 from streams.stats import PipelineStats
 from streams.topics import (
@@ -71,6 +73,7 @@ class Medstream:
     stats: PipelineStats
     patients: PatientAgents
     notifier: Notifier
+    metrics: Metrics
 
 
 def _credentials(settings: Settings) -> Any:
@@ -137,7 +140,8 @@ def create_app(settings: Settings) -> Medstream:
         if settings.schema_registry_url
         else None
     )
-    emitter = Emitter(EventEncoder(catalog, settings.output_encoding), stats)
+    metrics = Metrics()
+    emitter = Emitter(EventEncoder(catalog, settings.output_encoding), stats, metrics)
     intake = Intake(
         decoder=EventDecoder(catalog, registry),
         emitter=emitter,
@@ -147,6 +151,8 @@ def create_app(settings: Settings) -> Medstream:
         },
         stats=stats,
         registry=registry,
+        metrics=metrics,
+        agent="apply-patient-events",
     )
     input_topic = app.topic(
         *topic_names(settings, INPUT_TOPICS),
@@ -155,9 +161,10 @@ def create_app(settings: Settings) -> Medstream:
         partitions=settings.topic_partitions,
     )
 
-    def intake_for(*specs: TopicSpec) -> Intake:
+    def intake_for(agent: str, *specs: TopicSpec) -> Intake:
         return replace(
             intake,
+            agent=agent,
             allowed_types={settings.topic_name(spec.base_name): spec.event_types for spec in specs},
         )
 
@@ -187,9 +194,9 @@ def create_app(settings: Settings) -> Medstream:
             value_type=bytes,
             partitions=settings.topic_partitions,
         ),
-        notifications_intake=intake_for(NOTIFICATIONS),
-        alerts_intake=intake_for(REFILL_ALERTS, INTERACTION_WARNINGS),
-        releases_intake=intake_for(NOTIFICATION_RELEASES),
+        notifications_intake=intake_for("record-deliveries", NOTIFICATIONS),
+        alerts_intake=intake_for("notify-alerts", REFILL_ALERTS, INTERACTION_WARNINGS),
+        releases_intake=intake_for("release-deferred-notifications", NOTIFICATION_RELEASES),
     )
     knowledge_base = InteractionKnowledgeBase.load_default()
     if settings.interactions_ddinter_csv is not None:
@@ -203,7 +210,7 @@ def create_app(settings: Settings) -> Medstream:
         refill_alerts_topic=topics.refill_alerts_topic,
         interaction_warnings_topic=topics.interaction_warnings_topic,
         intake=intake,
-        reminders_intake=intake_for(MEDICATION_REMINDERS),
+        reminders_intake=intake_for("record-reminders", MEDICATION_REMINDERS),
         store=store,
         notify=notifier.handle,
         rules=PatientRules(
@@ -211,6 +218,7 @@ def create_app(settings: Settings) -> Medstream:
             grace=timedelta(minutes=settings.reminder_grace_minutes),
         ),
     )
+    install_web(app, metrics, default_readiness(app), dict(app.tables.items()))
     return Medstream(
         app=app,
         topics=topics,
@@ -218,4 +226,5 @@ def create_app(settings: Settings) -> Medstream:
         stats=stats,
         patients=patients,
         notifier=notifier,
+        metrics=metrics,
     )

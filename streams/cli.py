@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from streams.local_kafka import BrokerError
+from streams.ops.commands import add_ops_commands
 from streams.settings import Settings
 
 
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.add_argument("--force", action="store_true", help="release even if incompatible")
     release.set_defaults(handler=_cmd_schemas_release)
+
+    add_ops_commands(commands)
 
     demo = commands.add_parser(
         "demo", help="start broker and worker, feed a demo scenario, print what comes out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from streams.contracts.codecs import (
 from streams.contracts.dead_letters import build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
+from streams.observability.metrics import Metrics
 from streams.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -61,9 +63,12 @@ Handler = Callable[[Event, int], Awaitable[Outcome]]
 class Emitter:
     """Encodes events and sends them keyed by patient_id, counting what it produced."""
 
-    def __init__(self, encoder: EventEncoder, stats: PipelineStats) -> None:
+    def __init__(
+        self, encoder: EventEncoder, stats: PipelineStats, metrics: Metrics | None = None
+    ) -> None:
         self.encoder = encoder
         self.stats = stats
+        self.metrics = metrics
 
     async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
         """Send now; with ``wait`` return only once the broker acknowledged the record.
@@ -79,6 +84,8 @@ class Emitter:
         if wait:
             await future
         self.stats.produced[topic.get_topic_name()] += 1
+        if self.metrics is not None:
+            self.metrics.produced(topic.get_topic_name())
 
 
 @dataclass
@@ -95,6 +102,8 @@ class Intake:
     allowed_types: Mapping[str, Collection[str]]
     stats: PipelineStats
     registry: SchemaRegistry | None = None
+    metrics: Metrics | None = None
+    agent: str = "agent"
 
     async def run(self, stream: faust.StreamT[Any], handler: Handler) -> None:
         async for record in stream.events():
@@ -104,6 +113,8 @@ class Intake:
         message = record.message
         topic = message.topic
         self.stats.consumed[topic] += 1
+        if self.metrics is not None:
+            self.metrics.consumed(topic)
         try:
             event = await self._decode(message.value, topic)
             if message.key is None or message.key != event.patient_id.encode("utf-8"):
@@ -112,6 +123,7 @@ class Intake:
         except ContractError as error:
             await self._dead_letter(message, error.error_type, error.message)
             return
+        started = time.perf_counter()
         try:
             outcome = await handler(event, message.partition)
         except ContractError as error:
@@ -133,8 +145,12 @@ class Intake:
                 f"{type(error).__name__} while processing {event.event_type}",
             )
             return
+        if self.metrics is not None:
+            self.metrics.observe_processing(self.agent, time.perf_counter() - started)
         if outcome is Outcome.DUPLICATE:
             self.stats.duplicates[event.event_type] += 1
+            if self.metrics is not None:
+                self.metrics.duplicate(event.event_type)
         else:
             self.stats.processed[event.event_type] += 1
 
@@ -176,3 +192,5 @@ class Intake:
         )
         await self.emitter.emit(self.dead_letters_topic, dead_letter, wait=True)
         self.stats.dead_lettered[error_type] += 1
+        if self.metrics is not None:
+            self.metrics.dead_lettered(error_type)

@@ -120,6 +120,11 @@ async def test_a_mix_of_good_and_bad_input(settings: Settings) -> None:
         assert sum(stats.processed.values()) == len(good) + len(last)
         assert sum(stats.duplicates.values()) == 1
         assert sum(stats.dead_lettered.values()) == len(bad)
+        # The same counts reach the Prometheus metrics the worker serves on /metrics.
+        rendered = medstream.metrics.render().decode()
+        assert f'medstream_events_consumed_total{{topic="{topic}"}} {len(records)}.0' in rendered
+        assert 'medstream_dead_letters_total{reason="DecodeError"}' in rendered
+        assert 'medstream_duplicates_total{event_type="MedicationPrescribed"} 1.0' in rendered
         # The worker is still running: the agent survived every bad record before the last.
         assert medstream.patients.store.seen_events_by_patient.get("p8")
 
