@@ -7,7 +7,6 @@ import asyncio
 import faust
 
 from streams.app import create_app
-from streams.observability.logs import json_log_handler
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -17,10 +16,5 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     medstream = create_app(settings)
-    worker = faust.Worker(
-        medstream.app,
-        loglevel=settings.log_level.upper(),
-        quiet=True,
-        loghandlers=[json_log_handler()],
-    )
+    worker = faust.Worker(medstream.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
