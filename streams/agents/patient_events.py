@@ -90,10 +90,12 @@ class PatientEventProcessor:
         now = self.clock()
         effects = apply_input(self.store.state(event.patient_id), event, self.rules, now)
         state = effects.state.model_copy(update={"partition": partition})
+        # Outputs are acknowledged before the event is marked as seen: after a crash between
+        # the two, the event is applied again (same ids) instead of its alerts being lost.
         for alert in effects.refill_alerts:
-            await self.emitter.emit(self.refill_alerts_topic, alert)
+            await self.emitter.emit(self.refill_alerts_topic, alert, wait=True)
         for warning in effects.interaction_warnings:
-            await self.emitter.emit(self.interaction_warnings_topic, warning)
+            await self.emitter.emit(self.interaction_warnings_topic, warning, wait=True)
         self.store.save(event.patient_id, state)
         self.store.seen_events_by_patient[event.patient_id] = updated.entries
         for medication_id in effects.replan:
