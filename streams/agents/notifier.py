@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Notifiable = ReminderDue | DoseMissed | RefillAlert | InteractionWarning
 NO_CHANNEL = "none"
+LEDGER_RESCAN = timedelta(seconds=10)
 
 
 def utc_now() -> datetime:
@@ -84,6 +85,7 @@ class Notifier:
     _planned_generation: int | None = None
     # In-flight deliveries not started by this process: notification id -> when to judge them.
     _suspects: dict[str, datetime] = field(default_factory=dict)
+    _last_scan: datetime | None = None
     _semaphore: asyncio.Semaphore | None = None
 
     # --- the agents' handlers -------------------------------------------------------------
@@ -331,9 +333,16 @@ class Notifier:
         if self.app.rebalancing or not recovery.completed.is_set():
             return
         try:
-            if self.app.consumer_generation_id != self._planned_generation:
-                await self._scan_ledger()
             now = self.clock()
+            # Also rescanned now and then: an in-flight record can reach this worker's table
+            # (recovery, standby promotion) after the scan that followed the rebalance.
+            if (
+                self.app.consumer_generation_id != self._planned_generation
+                or self._last_scan is None
+                or now - self._last_scan > LEDGER_RESCAN
+            ):
+                await self._scan_ledger()
+                self._last_scan = now
             await self._report_abandoned(now)
             while self._deferred and self._deferred[0][0] <= now:
                 _due, patient_id, nid = self._deferred.pop(0)
