@@ -14,7 +14,13 @@ from typing import Any
 import faust
 from faust.types import TableT
 
-from streams.agents.runtime import Emitter, Intake, Outcome
+from streams.agents.runtime import (
+    Emitter,
+    Intake,
+    Outcome,
+    active_partitions,
+    tables_recovered,
+)
 from streams.contracts.models import (
     EVENT_MODELS,
     AdminAlert,
@@ -329,8 +335,7 @@ class Notifier:
         self._deferred.sort()
 
     async def tick(self) -> None:
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        if self.app.rebalancing or not recovery.completed.is_set():
+        if not tables_recovered(self.app):
             return
         try:
             now = self.clock()
@@ -351,11 +356,7 @@ class Notifier:
             log.exception("notifier timer failed; retrying on the next tick")
 
     async def _scan_ledger(self) -> None:
-        active = {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.input_topic_name
-        }
+        active = active_partitions(self.app, self.input_topic_name)
         longest = longest_delivery(
             self.settings.notify_max_attempts,
             self.settings.notify_timeout_seconds,

@@ -11,7 +11,15 @@ from typing import Any
 import faust
 from faust.types import TableT
 
-from streams.agents.runtime import Emitter, Handler, Intake, Outcome, RejectedEventError
+from streams.agents.runtime import (
+    Emitter,
+    Handler,
+    Intake,
+    Outcome,
+    RejectedEventError,
+    active_partitions,
+    tables_recovered,
+)
 from streams.contracts.models import DoseMissed, Event, ReminderDue
 from streams.domain.dedup import Admission, SeenEvents, admit
 from streams.domain.patient import (
@@ -166,15 +174,10 @@ class ReminderTimer:
 
     def ready(self) -> bool:
         """Partitions assigned and tables recovered (until then the tables are incomplete)."""
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        return not self.app.rebalancing and bool(recovery.completed.is_set())
+        return tables_recovered(self.app)
 
     def active_partitions(self) -> set[int]:
-        return {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.input_topic_name
-        }
+        return active_partitions(self.app, self.input_topic_name)
 
     def replan_if_reassigned(self) -> None:
         generation = self.app.consumer_generation_id
