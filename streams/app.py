@@ -20,6 +20,7 @@ from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules
+from streams.faust_transport import install_transport
 from streams.kafka_client import ssl_context
 from streams.observability.metrics import Metrics
 from streams.observability.web import default_readiness, install_web
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> Medstream:
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         autodiscover=False,
     )
+    install_transport(app)
 
     def declare(spec: TopicSpec) -> faust.TopicT:
         return app.topic(
