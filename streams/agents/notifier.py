@@ -428,8 +428,20 @@ class Notifier:
         self.ledger[record.notification_id] = record.model_dump(mode="json", exclude_none=True)
 
     async def close(self) -> None:
-        for task in list(self.running.values()):
-            task.cancel()
+        """On a graceful stop: let running deliveries finish (one timeout), then close channels.
+
+        A delivery still running after that is cancelled; its in-flight record makes the next
+        worker report it as interrupted instead of sending it again.
+        """
+        running = list(self.running.values())
+        if running:
+            _done, pending = await asyncio.wait(
+                running, timeout=self.settings.notify_timeout_seconds
+            )
+            for task in pending:
+                task.cancel()
+        for channel in self.channels.values():
+            await channel.close()
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -498,3 +510,8 @@ def install_notifier(
     @app.timer(interval=1.0, on_leader=False)  # type: ignore[untyped-decorator]
     async def resume_notifications() -> None:
         await notifier.tick()
+
+    async def close_notifier(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await notifier.close()
+
+    app.on_before_shutdown.connect(close_notifier)

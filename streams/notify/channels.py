@@ -76,6 +76,10 @@ class Channel(Protocol):
         """Deliver once, or raise DeliveryError."""
         ...
 
+    async def close(self) -> None:
+        """Release connections (the worker is stopping)."""
+        ...
+
 
 def body_bytes(message: Message) -> bytes:
     """The bytes a webhook sends (and signs): compact JSON, UTF-8."""

@@ -383,3 +383,5 @@ async def test_sigkill_during_a_burst_delivers_nothing_twice(
     for outcome in final.values():
         if outcome["status"] == "failed":
             assert "interrupted" in outcome["error"]
+    # A graceful stop closes the channels' connections.
+    assert "Unclosed client session" not in second.log_file.read_text(errors="replace")
