@@ -126,21 +126,18 @@ class Notifier:
             )
             if quiet_end is not None:
                 self._write(
-                    DeliveryRecord(
-                        notification_id=nid,
-                        patient_id=event.patient_id,
-                        partition=partition,
-                        channel=label,
-                        status=LedgerStatus.DEFERRED,
-                        source_event_id=event.event_id,
-                        source_event_type=event.event_type,
+                    DeliveryRecord.for_event(
+                        event,
+                        label,
+                        partition,
+                        LedgerStatus.DEFERRED,
                         deferred_until=quiet_end,
                         source=json.loads(event.model_dump_json()),
                     )
                 )
                 self._plan_release(quiet_end, event.patient_id, nid)
                 continue
-            await self._start(nid, event, label, channel, contact, partition)
+            await self._start(event, label, channel, contact, partition)
         return Outcome.PROCESSED if new else Outcome.DUPLICATE
 
     async def release(self, event: Event, partition: int) -> Outcome:
@@ -157,9 +154,7 @@ class Notifier:
             await self._finish(record, DeliveryStatus.SUPPRESSED, 0, "the channel was removed")
             return Outcome.PROCESSED
         assert isinstance(source, ReminderDue | DoseMissed | RefillAlert | InteractionWarning)
-        await self._start(
-            record.notification_id, source, record.channel, channel, contact, partition
-        )
+        await self._start(source, record.channel, channel, contact, partition)
         return Outcome.PROCESSED
 
     async def record_outcome(self, event: Event, partition: int) -> Outcome:
@@ -187,23 +182,16 @@ class Notifier:
 
     async def _start(
         self,
-        nid: str,
         event: Notifiable,
         label: str,
         channel: ContactChannel,
         contact: ContactPreferences,
         partition: int,
     ) -> None:
-        record = DeliveryRecord(
-            notification_id=nid,
-            patient_id=event.patient_id,
-            partition=partition,
-            channel=label,
-            status=LedgerStatus.IN_FLIGHT,
-            source_event_id=event.event_id,
-            source_event_type=event.event_type,
-            started_at=self.clock(),
+        record = DeliveryRecord.for_event(
+            event, label, partition, LedgerStatus.IN_FLIGHT, started_at=self.clock()
         )
+        nid = record.notification_id
         self._write(record)
         # The in-flight mark must be in the changelog before the person can be reached: after
         # a crash it is what stops a second delivery.
@@ -316,15 +304,7 @@ class Notifier:
         nid = notification_id(event.event_id, NO_CHANNEL)
         if self.ledger.get(nid) is not None:
             return
-        record = DeliveryRecord(
-            notification_id=nid,
-            patient_id=event.patient_id,
-            partition=partition,
-            channel=NO_CHANNEL,
-            status=LedgerStatus.SUPPRESSED,
-            source_event_id=event.event_id,
-            source_event_type=event.event_type,
-        )
+        record = DeliveryRecord.for_event(event, NO_CHANNEL, partition, LedgerStatus.SUPPRESSED)
         self._write(record)
         await self._finish(record, DeliveryStatus.SUPPRESSED, 0, reason)
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from streams.contracts.models import Event
 from streams.domain.patient import StateModel, stable_id
 
 
@@ -39,6 +40,27 @@ class DeliveryRecord(StateModel):
     deferred_until: datetime | None = None
     # The source event (JSON), kept while the delivery is deferred so it can be sent later.
     source: dict[str, Any] | None = None
+
+    @classmethod
+    def for_event(
+        cls,
+        event: Event,
+        channel: str,
+        partition: int,
+        status: LedgerStatus,
+        **details: Any,
+    ) -> DeliveryRecord:
+        """The record of delivering ``event`` on the channel labelled ``channel``."""
+        return cls(
+            notification_id=notification_id(event.event_id, channel),
+            patient_id=event.patient_id,
+            partition=partition,
+            channel=channel,
+            status=status,
+            source_event_id=event.event_id,
+            source_event_type=event.event_type,
+            **details,
+        )
 
 
 def notification_id(source_event_id: str, channel_label: str) -> str:
