@@ -24,6 +24,7 @@ from streams.faust_transport import install_transport
 from streams.kafka_client import ssl_context
 from streams.observability.metrics import Metrics
 from streams.observability.web import default_readiness, install_web
+from streams.ops.control import install_control
 from streams.settings import SecurityProtocol, Settings
 from streams.stats import PipelineStats
 from streams.topics import (
@@ -220,6 +221,7 @@ def create_app(settings: Settings) -> Medstream:
             grace=timedelta(minutes=settings.reminder_grace_minutes),
         ),
     )
+    install_control(app, settings)
     install_web(app, metrics, default_readiness(app), dict(app.tables.items()))
     return Medstream(
         app=app,

@@ -1,9 +1,9 @@
-"""Faust's aiokafka transport with the rewind that keeps never-committed partitions lossless."""
+"""Faust's aiokafka transport, with lossless rewinds and the topics an operator paused."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import faust
@@ -11,8 +11,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 
-class RewindingConsumer(faust_aiokafka.Consumer):
-    """Seeks partitions that have no committed offset back to their beginning.
+class MedstreamConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, with two changes: rewinds, and held (paused) topics.
+
+    Rewinds: partitions that have no committed offset are sought back to their beginning.
 
     Faust fetches records it then drops: during recovery, when a rebalance starts mid-batch,
     or when the flow is stopped. It relies on "seek to committed" to fetch them again, but
@@ -41,13 +43,51 @@ class RewindingConsumer(faust_aiokafka.Consumer):
             await self._thread.seek_to_beginning(*never_committed)
         return committed
 
+    # --- held topics: `medstream pause` ---------------------------------------------------
+    # Pausing here is Faust's own partition pause: records stay in aiokafka's fetch buffer and
+    # its position does not move, so resuming loses nothing. Faust resumes every stream
+    # partition after each rebalance; a held topic's partitions are left out of that.
 
-class RewindingTransport(faust_aiokafka.Transport):
-    """The aiokafka transport, with :class:`RewindingConsumer` as its consumer."""
+    @property
+    def held_topics(self) -> frozenset[str]:
+        return self.transport.held_topics  # type: ignore[attr-defined,no-any-return]
 
-    Consumer: ClassVar[type[Any]] = RewindingConsumer
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        held = self.held_topics
+        super().resume_partitions({tp for tp in tps if tp.topic not in held})
+
+    def hold(self, topics: Iterable[str]) -> None:
+        """Keep exactly these topics (full names) paused, from now and after rebalances."""
+        before, after = self.held_topics, frozenset(topics)
+        self.transport.held_topics = after  # type: ignore[attr-defined]
+        assigned = self.assignment()
+        self.pause_partitions({tp for tp in assigned if tp.topic in after})
+        released = {tp for tp in assigned if tp.topic in before - after}
+        if released and not self.app.rebalancing:
+            # During a rebalance Faust resumes them itself once the tables are recovered.
+            super().resume_partitions(released)
+
+
+class MedstreamTransport(faust_aiokafka.Transport):
+    """The aiokafka transport, with :class:`MedstreamConsumer` as its consumer."""
+
+    Consumer: ClassVar[type[Any]] = MedstreamConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held_topics: frozenset[str] = frozenset()
 
 
 def install_transport(app: faust.App) -> None:
-    """Make ``app`` consume through :class:`RewindingTransport` (before its consumer exists)."""
-    app.transport = RewindingTransport(app.conf.broker_consumer, app)
+    """Make ``app`` consume through :class:`MedstreamTransport` (before its consumer exists)."""
+    app.transport = MedstreamTransport(app.conf.broker_consumer, app)
+
+
+def hold_until_known(app: faust.App, topics: Iterable[str]) -> None:
+    """Hold these topics from the start, until :meth:`MedstreamConsumer.hold` says otherwise.
+
+    So a worker started while a topic is paused processes none of it, not even for a moment.
+    """
+    transport = app.transport
+    assert isinstance(transport, MedstreamTransport)
+    transport.held_topics = frozenset(topics)

@@ -30,6 +30,12 @@ class TopicSpec:
     base_name: str
     direction: Direction
     event_types: tuple[str, ...]
+    # None: the deployment's MEDSTREAM_TOPIC_PARTITIONS.
+    partitions: int | None = None
+    compacted: bool = False
+
+    def partition_count(self, settings: Settings) -> int:
+        return self.partitions or settings.topic_partitions
 
 
 MEDICATION_EVENTS = TopicSpec(
@@ -72,7 +78,10 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 NOTIFICATION_RELEASES = TopicSpec(
     "medstream-notification-releases", Direction.INTERNAL, ("NotificationOutcome",)
 )
-INTERNAL_TOPICS: tuple[TopicSpec, ...] = (NOTIFICATION_RELEASES,)
+# Pause and resume commands, keyed by topic: every worker reads all of it, so one partition,
+# and compacted so that it holds the current state of each topic.
+CONTROL = TopicSpec("medstream-control", Direction.INTERNAL, (), partitions=1, compacted=True)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (NOTIFICATION_RELEASES, CONTROL)
 EVERY_TOPIC = ALL_TOPICS + INTERNAL_TOPICS
 INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.IN)
 OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
@@ -95,7 +104,8 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topic_names(settings, specs) if name not in existing]
+        wanted = {settings.topic_name(spec.base_name): spec for spec in specs}
+        missing = [name for name in wanted if name not in existing]
         if missing:
             # Another worker may create them at the same moment.
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -103,8 +113,11 @@ async def ensure_topics(
                     [
                         NewTopic(
                             name,
-                            num_partitions=settings.topic_partitions,
+                            num_partitions=wanted[name].partition_count(settings),
                             replication_factor=settings.topic_replication_factor,
+                            topic_configs=(
+                                {"cleanup.policy": "compact"} if wanted[name].compacted else {}
+                            ),
                         )
                         for name in missing
                     ]

@@ -1,9 +1,10 @@
-"""The operators' verbs of the command line: tail, dlq list|show and replay."""
+"""The operators' verbs of the command line: tail, dlq, replay, pause, resume and status."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ from streams.contracts.models import DeadLetter
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.kafka_client import client_options
+from streams.ops.control import agent_topics, audit, pause_targets, send_pause_commands
 from streams.ops.records import (
     DEAD_LETTER_HEADER,
     DeadLetterFilter,
@@ -39,10 +41,12 @@ from streams.ops.records import (
     read_ranges,
     topic_partitions,
 )
+from streams.ops.status import gather_status
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS
+from streams.topics import AUDIT_LOG, CONTROL, DEAD_LETTERS, EVERY_TOPIC, ensure_topics
 
 _SEND_BATCH = 500  # sends in flight before waiting for their acknowledgements
+_REPLAY_SELECTORS = ("reason", "topic", "since", "until", "from_offset", "to_offset", "partition")
 
 
 def _registry(settings: Settings) -> SchemaRegistry | None:
@@ -340,11 +344,53 @@ async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> 
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    code = _check_replay(args)
+    if code:
+        return code
     settings = Settings()
+    replay = _replay_dead_letters if args.dead_letters else _replay_topic
+    code = _run(lambda: replay(args, settings))
+    if not args.dry_run:
+        target = "dead-letters" if args.dead_letters else f"topic:{args.topic}"
+        parameters = {
+            name: str(getattr(args, name))
+            for name in _REPLAY_SELECTORS
+            if getattr(args, name) is not None
+        }
+        _run(lambda: _audit(settings, args, "replay", target, code, parameters))
+    return code
+
+
+async def _audit(
+    settings: Settings,
+    args: argparse.Namespace,
+    action: str,
+    target: str,
+    code: int,
+    parameters: dict[str, str] | None = None,
+) -> int:
+    await ensure_topics(settings, (AUDIT_LOG,))
+    await audit(
+        settings,
+        actor=_actor(args),
+        action=action,
+        target=target,
+        outcome="ok" if code == 0 else f"failed (exit {code})",
+        parameters=parameters,
+    )
+    return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return str(getattr(args, "actor", None) or getpass.getuser())
+
+
+def _check_replay(args: argparse.Namespace) -> int:
+    """The usage errors of replay's options (0: none)."""
     if args.dead_letters:
         if args.from_offset is not None or args.to_offset is not None or args.partition is not None:
             return _fail("--dead-letters selects by --reason, --topic, --since and --until")
-        return _run(lambda: _replay_dead_letters(args, settings))
+        return 0
     if args.topic is None:
         return _fail("replay needs --topic BASE (or --dead-letters)")
     if args.reason is not None:
@@ -357,7 +403,49 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return _fail("--to-offset and --partition go with --from-offset")
     if args.to_offset is not None and args.to_offset < args.from_offset:
         return _fail("--to-offset is before --from-offset")
-    return _run(lambda: _replay_topic(args, settings))
+    return 0
+
+
+# pause, resume, status ----------------------------------------------------------------------
+
+
+async def _pause(args: argparse.Namespace, settings: Settings, paused: bool) -> int:
+    from streams.app import create_app  # the agents' topics come from the app's own wiring
+
+    agents = agent_topics(create_app(settings).app, settings)
+    targets = pause_targets(agents, args.topic or [], args.agent or [])
+    if not targets:
+        return _fail("name at least one --topic or --agent")
+    await ensure_topics(settings, (CONTROL, AUDIT_LOG))
+    await send_pause_commands(settings, targets, paused=paused, actor=_actor(args))
+    verb = "paused" if paused else "resumed"
+    print(f"{verb}: {', '.join(targets)} (every worker applies it within two seconds)")
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    return _run(lambda: _pause(args, Settings(), paused=True))
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    return _run(lambda: _pause(args, Settings(), paused=False))
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import create_app
+
+    agents = agent_topics(create_app(settings).app, settings)
+    consumed = [topic for topics in agents.values() for topic in topics]
+    status = await gather_status(settings, consumed, EVERY_TOPIC)
+    if args.json:
+        print(json.dumps(status.as_json(), indent=2))
+    else:
+        print(status.as_text(settings.app_id))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return _run(lambda: _status(args, Settings()))
 
 
 # registration ----------------------------------------------------------------------------------
@@ -421,7 +509,36 @@ def add_ops_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
     replay.add_argument("--to-offset", type=_offset, help="last offset, inclusive")
     replay.add_argument("--partition", type=int, help="only this partition")
     replay.add_argument("--dry-run", action="store_true", help="count what would be sent")
+    replay.add_argument("--actor", help="who replays, for the audit log (default: login name)")
     replay.set_defaults(handler=_cmd_replay)
+
+    for verb, handler, text in (
+        ("pause", _cmd_pause, "stop processing topics or agents on every worker"),
+        ("resume", _cmd_resume, "resume paused topics or agents on every worker"),
+    ):
+        parser = commands.add_parser(
+            verb,
+            help=text,
+            description=(
+                f"{text.capitalize()}, within two seconds; it survives restarts. Events published "
+                "while paused wait in Kafka and are processed on resume. Audited in audit-log."
+            ),
+        )
+        parser.add_argument(
+            "--topic", action="append", help="a consumed topic's base name (repeatable)"
+        )
+        parser.add_argument(
+            "--agent", action="append", help="an agent: all the topics it consumes (repeatable)"
+        )
+        parser.add_argument("--actor", help="who does it, for the audit log (default: login name)")
+        parser.set_defaults(handler=handler)
+
+    status = commands.add_parser(
+        "status",
+        help="consumer-group lag per partition, events in and out, dead letters, deliveries",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    status.set_defaults(handler=_cmd_status)
 
 
 def _add_dead_letter_filters(

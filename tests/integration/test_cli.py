@@ -25,6 +25,7 @@ def medstream(settings: Settings | None, *args: str) -> subprocess.CompletedProc
     if settings is not None:
         env["MEDSTREAM_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
         env["MEDSTREAM_TOPIC_PREFIX"] = settings.topic_prefix
+        env["MEDSTREAM_APP_ID"] = settings.app_id
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
         capture_output=True,

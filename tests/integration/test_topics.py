@@ -23,5 +23,5 @@ async def test_topics_are_created_with_the_configured_partitions(settings: Setti
     finally:
         await admin.close()
     assert {t["topic"]: len(t["partitions"]) for t in described} == {
-        name: settings.topic_partitions for name in topic_names(settings, EVERY_TOPIC)
+        settings.topic_name(spec.base_name): spec.partition_count(settings) for spec in EVERY_TOPIC
     }

@@ -1,0 +1,152 @@
+"""`medstream status`: lag per partition, events in and out, dead letters, deliveries, pauses."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.contracts.codecs import EventDecoder
+from streams.contracts.schemas import default_catalog
+from streams.kafka_client import client_options
+from streams.ops.control import read_pause_state
+from streams.ops.records import (
+    decode_record,
+    find_ranges,
+    format_table,
+    new_consumer,
+    read_ranges,
+    topic_partitions,
+)
+from streams.settings import Settings
+from streams.topics import DEAD_LETTERS, NOTIFICATIONS, TopicSpec
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    """One consumed partition: its end offset, the group's committed offset and the lag."""
+
+    topic: str
+    partition: int
+    end: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+@dataclass
+class Status:
+    """What `medstream status` shows."""
+
+    consumed: list[PartitionStatus] = field(default_factory=list)
+    # Records per topic (base name), summed over partitions: events in, and out.
+    records: dict[str, int] = field(default_factory=dict)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    deliveries: Counter[str] = field(default_factory=Counter)
+    paused: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "consumer_group": [
+                {
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "end_offset": p.end,
+                    "committed": p.committed,
+                    "lag": p.lag,
+                }
+                for p in self.consumed
+            ],
+            "records": self.records,
+            "dead_letters_by_reason": dict(self.dead_letters),
+            "deliveries_by_outcome": dict(self.deliveries),
+            "paused_topics": self.paused,
+        }
+
+    def as_text(self, group: str) -> str:
+        lag = format_table(
+            ["topic", "partition", "end offset", "committed", "lag"],
+            [
+                [p.topic, str(p.partition), str(p.end), str(p.committed or "-"), str(p.lag)]
+                for p in self.consumed
+            ],
+        )
+        records = format_table(
+            ["topic", "records"], [[name, str(n)] for name, n in self.records.items()]
+        )
+        letters = format_table(
+            ["dead-letter reason", "count"],
+            [[reason, str(n)] for reason, n in self.dead_letters.most_common()] or [["-", "0"]],
+        )
+        deliveries = format_table(
+            ["delivery outcome", "count"],
+            [[outcome, str(n)] for outcome, n in sorted(self.deliveries.items())] or [["-", "0"]],
+        )
+        paused = ", ".join(self.paused) or "none"
+        return "\n\n".join(
+            [f"consumer group {group}", lag, records, letters, deliveries, f"paused: {paused}"]
+        )
+
+
+async def gather_status(
+    settings: Settings, consumed: Iterable[str], every_topic: Iterable[TopicSpec]
+) -> Status:
+    """Read the cluster: ``consumed`` are the base names of the topics the agents read."""
+    options = client_options(settings)
+    status = Status()
+    consumer = new_consumer(options)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = {}
+        for spec in every_topic:
+            partitions = await topic_partitions(options, settings.topic_name(spec.base_name))
+            found = await consumer.end_offsets(partitions)
+            ends.update(found)
+            status.records[spec.base_name] = sum(found.values())
+        committed = await _committed(settings)
+        names = {settings.topic_name(topic) for topic in consumed}
+        status.consumed = [
+            PartitionStatus(tp.topic, tp.partition, end, committed.get(tp))
+            for tp, end in sorted(ends.items())
+            if tp.topic in names
+        ]
+        status.dead_letters = await _count(
+            settings, consumer, DEAD_LETTERS, lambda event: str(event.get("error_type"))
+        )
+        status.deliveries = await _count(
+            settings, consumer, NOTIFICATIONS, lambda event: str(event.get("status"))
+        )
+    finally:
+        await consumer.stop()
+    state = await read_pause_state(settings)
+    status.paused = sorted(topic for topic, command in state.items() if command.paused)
+    return status
+
+
+async def _committed(settings: Settings) -> Mapping[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def _count(settings: Settings, consumer: Any, spec: TopicSpec, key: Any) -> Counter[str]:
+    """Count a topic's events (read in full, up to today's end) by ``key(event)``."""
+    decoder = EventDecoder(default_catalog())
+    ranges = await find_ranges(
+        consumer, client_options(settings), settings.topic_name(spec.base_name), from_offset=0
+    )
+    counts: Counter[str] = Counter()
+    async for raw in read_ranges(consumer, ranges):
+        decoded = await decode_record(decoder, raw.value)
+        counts["undecodable" if decoded.event is None else key(decoded.event)] += 1
+    return counts

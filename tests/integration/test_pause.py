@@ -1,0 +1,110 @@
+"""Pause, resume and status on the real broker: nothing processed while paused, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+
+from streams.app import create_app
+from streams.ops.control import send_pause_commands
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.integration.test_cli import medstream
+from tests.kafka_helpers import consume, produce, running
+
+pytestmark = pytest.mark.integration
+
+
+def dose(n: int) -> tuple[bytes, bytes]:
+    patient = f"pause-patient-{n % 50}"
+    event = {
+        "event_id": f"pause-{n}",
+        "event_type": "DoseTaken",
+        "patient_id": patient,
+        "occurred_at": "2026-11-29T08:00:00Z",
+        "medication_id": "m1",
+    }
+    return patient.encode(), json.dumps(event).encode()
+
+
+async def settle(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.1)
+
+
+async def test_pause_1000_events_then_resume_processes_every_one(settings: Settings) -> None:
+    await ensure_topics(settings)
+    app = create_app(settings)
+    stats = app.stats
+    async with running(app):
+        await produce(settings, settings.topic_name("medication-events"), [dose(-1)])
+        await settle(lambda: stats.total_settled == 1)
+
+        paused = await asyncio.to_thread(
+            medstream, settings, "pause", "--topic", "medication-events", "--actor", "night-op"
+        )
+        assert paused.returncode == 0, paused.stderr
+        await asyncio.sleep(2)  # every worker applies a pause within two seconds
+        await produce(settings, settings.topic_name("medication-events"), map(dose, range(1000)))
+        await asyncio.sleep(3)
+        assert stats.total_settled == 1, "events were processed while paused"
+
+        status = await asyncio.to_thread(medstream, settings, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["paused_topics"] == ["medication-events"]
+        lag = sum(
+            row["lag"]
+            for row in report["consumer_group"]
+            if row["topic"] == settings.topic_name("medication-events")
+        )
+        assert lag >= 1000  # the paused events wait in Kafka
+        assert report["records"]["medication-events"] == 1001
+
+        resumed = await asyncio.to_thread(
+            medstream, settings, "resume", "--agent", "apply-patient-events", "--actor", "night-op"
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        await settle(lambda: stats.total_settled == 1001, timeout=60)
+        await asyncio.sleep(1)
+    assert sum(stats.processed.values()) + sum(stats.duplicates.values()) == 1001
+    assert sum(stats.dead_lettered.values()) == 0
+
+    audit = [
+        json.loads(r.value) for r in await consume(settings, settings.topic_name("audit-log"), 4, 5)
+    ]
+    assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
+        ("night-op", "pause", "topic:medication-events"),
+        ("night-op", "resume", "topic:medication-events"),
+        ("night-op", "resume", "topic:schedule-events"),
+        ("night-op", "resume", "topic:patient-events"),
+    ]
+
+
+async def test_a_pause_survives_a_restart(settings: Settings) -> None:
+    await ensure_topics(settings)
+    await send_pause_commands(settings, ["medication-events"], paused=True, actor="test")
+    first = create_app(settings)
+    async with running(first):
+        await produce(settings, settings.topic_name("medication-events"), [dose(1), dose(2)])
+        await asyncio.sleep(3)
+        assert first.stats.total_settled == 0
+    second = create_app(settings)  # a restarted worker reads the pause from the control topic
+    async with running(second):
+        await asyncio.sleep(3)
+        assert second.stats.total_settled == 0
+        await send_pause_commands(settings, ["medication-events"], paused=False, actor="test")
+        await settle(lambda: second.stats.total_settled == 2)
+
+
+def test_pause_names_what_it_can_pause(settings: Settings) -> None:
+    result = medstream(settings, "pause", "--topic", "refill-alertz")
+    assert result.returncode == 2
+    assert "no agent consumes 'refill-alertz'" in result.stderr
+    result = medstream(settings, "resume")
+    assert result.returncode == 2
+    assert "--topic or --agent" in result.stderr
