@@ -72,6 +72,7 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from streams.observability.tracing import configure_tracing
     from streams.publish import check_file, publish_events
 
     checked = check_file(args.file)
@@ -87,6 +88,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{len(checked.valid)} valid events; nothing published (--dry-run)")
         return 0
+    configure_tracing()  # spans exported per OTEL_TRACES_EXPORTER; traceparent sent always
     sent = asyncio.run(publish_events(_settings(), checked.valid, avro=args.avro))
     for topic, count in sorted(sent.items()):
         print(f"published {count} to {topic}")

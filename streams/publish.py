@@ -14,6 +14,7 @@ from streams.contracts.codecs import ContractError, EventDecoder, encode_avro, v
 from streams.contracts.models import OUTPUT_EVENT_TYPES, Event
 from streams.contracts.schemas import SchemaCatalog, default_catalog
 from streams.kafka_client import client_options
+from streams.observability import tracing
 from streams.settings import Settings
 from streams.topics import INPUT_TOPICS, TopicSpec
 
@@ -125,9 +126,13 @@ async def publish_events(
                 schema = catalog.by_name(item.event.event_type)
                 assert schema is not None
                 value = encode_avro(schema, item.event)
-            futures.append(
-                await producer.send(topic, value, key=item.event.patient_id.encode("utf-8"))
-            )
+            # medstream publish is an upstream producer: each event starts its own trace.
+            with tracing.produce_span(topic, item.event.event_type, new_trace=True) as headers:
+                futures.append(
+                    await producer.send(
+                        topic, value, key=item.event.patient_id.encode("utf-8"), headers=headers
+                    )
+                )
             sent[topic] += 1
         for future in futures:
             await future

@@ -52,6 +52,7 @@ from streams.notify.ledger import (
 )
 from streams.notify.messages import render
 from streams.notify.policy import backoff_delays, delivery_targets, is_urgent, quiet_hours_end
+from streams.observability import tracing
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,31 @@ class Notifier:
         # The in-flight mark must be in the changelog before the person can be reached: after
         # a crash it is what stops a second delivery.
         await self.app.producer.flush()
-        task = asyncio.create_task(self._deliver(record, event, channel, contact))
+        # The task outlives the event's span: it is handed the trace context explicitly.
+        trace_context = tracing.current_context()
+        task = asyncio.create_task(self._deliver(record, event, channel, contact, trace_context))
         self.running[nid] = task
         task.add_done_callback(lambda _task: self.running.pop(nid, None))
 
     async def _deliver(
+        self,
+        record: DeliveryRecord,
+        event: Notifiable,
+        channel: ContactChannel,
+        contact: ContactPreferences,
+        trace_context: tracing.Context | None = None,
+    ) -> None:
+        with tracing.span(
+            f"notify {event.event_type}",
+            context=trace_context,
+            attributes={
+                "medstream.event_type": event.event_type,
+                "medstream.channel": record.channel,
+            },
+        ):
+            await self._deliver_traced(record, event, channel, contact)
+
+    async def _deliver_traced(
         self,
         record: DeliveryRecord,
         event: Notifiable,
@@ -226,10 +247,18 @@ class Notifier:
             while True:
                 attempts += 1
                 try:
-                    await asyncio.wait_for(
-                        implementation.deliver(channel.target, message),
-                        self.settings.notify_timeout_seconds,
-                    )
+                    with tracing.span(
+                        f"deliver {channel.kind.value} {event.event_type}",
+                        kind=tracing.SpanKind.CLIENT,
+                        attributes={
+                            "medstream.channel": record.channel,
+                            "medstream.attempt": attempts,
+                        },
+                    ):
+                        await asyncio.wait_for(
+                            implementation.deliver(channel.target, message),
+                            self.settings.notify_timeout_seconds,
+                        )
                 except DeliveryError as failure:
                     error, retryable = str(failure), failure.retryable
                 except TimeoutError:

@@ -23,6 +23,7 @@ from streams.contracts.codecs import (
 from streams.contracts.dead_letters import build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
+from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.stats import PipelineStats
 
@@ -87,13 +88,16 @@ class Emitter:
         ``force=True`` skips Faust's attachments, which would hold the send until the source
         event is acknowledged: a dead letter must be stored before the offset moves on.
         """
-        future = await topic.send(
-            key=event.patient_id.encode("utf-8"),
-            value=self.encoder.encode(event),
-            force=True,
-        )
-        if wait:
-            await future
+        name = topic.get_topic_name()
+        with tracing.produce_span(name, event.event_type, event.event_id) as headers:
+            future = await topic.send(
+                key=event.patient_id.encode("utf-8"),
+                value=self.encoder.encode(event),
+                headers=headers,
+                force=True,
+            )
+            if wait:
+                await future
         self.stats.produced[topic.get_topic_name()] += 1
         if self.metrics is not None:
             self.metrics.produced(topic.get_topic_name())
@@ -122,6 +126,13 @@ class Intake:
 
     async def handle_record(self, record: faust.EventT[Any], handler: Handler) -> None:
         message = record.message
+        # The hop's span continues the producer's trace; what the handler emits nests in it.
+        with tracing.consume_span(
+            message.topic, message.partition, message.offset, message.headers
+        ) as span:
+            await self._handle(message, span, handler)
+
+    async def _handle(self, message: Any, span: tracing.Span, handler: Handler) -> None:
         topic = message.topic
         self.stats.consumed[topic] += 1
         if self.metrics is not None:
@@ -134,9 +145,17 @@ class Intake:
         except ContractError as error:
             await self._dead_letter(message, error.error_type, error.message)
             return
+        tracing.name_event(span, f"consume {topic}", event.event_type)
         started = time.perf_counter()
         try:
-            outcome = await handler(event, message.partition)
+            with tracing.span(
+                f"process {self.agent} {event.event_type}",
+                attributes={
+                    "medstream.agent": self.agent,
+                    "medstream.event_type": event.event_type,
+                },
+            ):
+                outcome = await handler(event, message.partition)
         except ContractError as error:
             await self._dead_letter(message, error.error_type, error.message)
             return

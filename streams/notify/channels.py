@@ -48,6 +48,7 @@ import aiohttp
 import aiosmtplib
 
 from streams.notify.messages import Message
+from streams.observability import tracing
 
 SIGNATURE_SCHEME = "v1"
 TIMESTAMP_HEADER = "X-Medstream-Timestamp"
@@ -177,6 +178,8 @@ class WebhookChannel:
             SIGNATURE_HEADER: sign(self._secret, timestamp, payload),
             IDEMPOTENCY_HEADER: message.notification_id,
         }
+        # W3C traceparent, so that a receiver can continue the trace of this delivery.
+        tracing.inject_http_headers(headers)
         session = self._open_session()
         try:
             async with session.post(

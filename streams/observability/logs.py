@@ -8,7 +8,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "RedactionFilter", "configure_logging", "json_log_handler", "redact"]
+__all__ = [
+    "JsonFormatter",
+    "RedactionFilter",
+    "configure_logging",
+    "json_log_handler",
+    "logging_config",
+    "redact",
+]
 
 # The attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = frozenset(
@@ -119,3 +126,26 @@ def configure_logging(level: str) -> None:
         root.removeHandler(existing)
     root.addHandler(json_log_handler())
     root.setLevel(level.upper())
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` whose only handler writes redacted JSON lines to stderr.
+
+    For ``faust.Worker(logging_config=...)``: mode then installs this instead of its own
+    console handler (``loghandlers`` would add ours beside it, and every line came twice).
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": f"{__name__}.RedactionFilter"}},
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json",
+                "filters": ["redact"],
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["json"]},
+    }
