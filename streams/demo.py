@@ -164,11 +164,15 @@ def console_deliveries(log_file: Path, offset: int) -> tuple[list[str], int]:
         handle.seek(offset)
         chunk = handle.read()
     complete = chunk[: chunk.rfind(b"\n") + 1]
-    lines = [
-        line[line.index(CONSOLE_MARK) :]
-        for line in complete.decode("utf-8", errors="replace").splitlines()
-        if CONSOLE_MARK in line
-    ]
+    lines = []
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        # The worker logs JSON lines; the console channel's output is a log message.
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+                line = entry["message"]
+        if CONSOLE_MARK in line:
+            lines.append(line[line.index(CONSOLE_MARK) :])
     return lines, offset + len(complete)
 
 
