@@ -24,6 +24,7 @@ from streams.faust_transport import install_transport
 from streams.kafka_client import ssl_context
 from streams.observability.metrics import Metrics
 from streams.observability.web import default_readiness, install_web
+from streams.ops.admin_http import install_admin
 from streams.ops.control import install_control
 from streams.settings import SecurityProtocol, Settings
 from streams.stats import PipelineStats
@@ -223,6 +224,7 @@ def create_app(settings: Settings) -> Medstream:
     )
     install_control(app, settings)
     install_web(app, metrics, default_readiness(app), dict(app.tables.items()))
+    install_admin(app, settings)
     return Medstream(
         app=app,
         topics=topics,

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     web_enabled: bool = Field(
         True, description="MEDSTREAM_WEB_ENABLED: run the worker's web server."
     )
+    admin_token: SecretStr | None = Field(
+        None,
+        description=(
+            "MEDSTREAM_ADMIN_TOKEN: bearer token of the web server's /admin endpoints (pause, "
+            "resume, replay); without it they are off."
+        ),
+    )
     log_level: str = Field(
         "info", description="MEDSTREAM_LOG_LEVEL: debug, info, warning or error."
     )

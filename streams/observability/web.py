@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
+from streams.agents.runtime import tables_recovered
 from streams.observability.metrics import CONTENT_TYPE_LATEST, Metrics, collect_from_app
 
 Readiness = Callable[[], tuple[bool, str]]
@@ -21,13 +22,10 @@ def default_readiness(app: faust.App) -> Readiness:
             assignment = app.consumer.assignment()
         except Exception:  # the consumer has not started yet
             return False, "the Kafka consumer is not started"
-        if app.rebalancing:
-            return False, "a rebalance is in progress"
         if not assignment:
             return False, "no partitions are assigned"
-        # TableManagerT does not declare .recovery; the TableManager Faust builds has it.
-        if not cast(Any, app.tables).recovery.completed.is_set():
-            return False, "table recovery has not completed"
+        if not tables_recovered(app):
+            return False, "a rebalance or table recovery is in progress"
         return True, "partitions assigned and tables recovered"
 
     return readiness

@@ -296,7 +296,32 @@ def _report(sent: Counter[str], dry_run: bool, fallback_topic: str) -> None:
         print(f"{verb} {count} records to {topic}{suffix}")
 
 
-async def _replay_topic(args: argparse.Namespace, settings: Settings) -> int:
+def replay_arguments(**selection: Any) -> argparse.Namespace:
+    """The replay options as the command line parses them (the admin endpoint's input)."""
+    defaults: dict[str, Any] = {
+        "dead_letters": False,
+        "dry_run": False,
+        "actor": None,
+        **dict.fromkeys(_REPLAY_SELECTORS),
+    }
+    unknown = set(selection) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown replay options: {', '.join(sorted(unknown))}")
+    args = argparse.Namespace(**{**defaults, **selection})
+    for name in ("since", "until"):
+        if isinstance(getattr(args, name), str):
+            setattr(args, name, parse_time(getattr(args, name)))
+    return args
+
+
+async def replay(args: argparse.Namespace, settings: Settings) -> Counter[str]:
+    """Run a replay (options checked by :func:`check_replay`); records sent per topic."""
+    if args.dead_letters:
+        return await _replay_dead_letters(args, settings)
+    return await _replay_topic(args, settings)
+
+
+async def _replay_topic(args: argparse.Namespace, settings: Settings) -> Counter[str]:
     topic = settings.topic_name(args.topic)
     consumer = new_consumer(client_options(settings))
     await consumer.start()
@@ -317,13 +342,12 @@ async def _replay_topic(args: argparse.Namespace, settings: Settings) -> int:
             async for raw in read_ranges(consumer, ranges):
                 # The same partition as before: per-patient order holds even for keyless records.
                 await sender.send(topic, raw.key, raw.value, list(raw.headers), raw.partition)
-        _report(sender.sent, args.dry_run, topic)
-        return 0
+        return sender.sent
     finally:
         await consumer.stop()
 
 
-async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> Counter[str]:
     found = await _dead_letters(settings, _filter_from(args, settings))
     letters = [letter for _, letter in found if letter is not None]
     partitions = {
@@ -339,44 +363,44 @@ async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> 
                 letter.partition if letter.partition < partitions[letter.original_topic] else None
             )
             await sender.send(letter.original_topic, key, value, headers, same)
-    _report(sender.sent, args.dry_run, "their original topics")
-    return 0
+    return sender.sent
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    code = _check_replay(args)
-    if code:
-        return code
+    problem = check_replay(args)
+    if problem:
+        return _fail(problem)
     settings = Settings()
-    replay = _replay_dead_letters if args.dead_letters else _replay_topic
-    code = _run(lambda: replay(args, settings))
+
+    async def run() -> int:
+        sent = await replay(args, settings)
+        fallback = "their original topics" if args.dead_letters else settings.topic_name(args.topic)
+        _report(sent, args.dry_run, fallback)
+        return 0
+
+    code = _run(run)
     if not args.dry_run:
-        target = "dead-letters" if args.dead_letters else f"topic:{args.topic}"
-        parameters = {
-            name: str(getattr(args, name))
-            for name in _REPLAY_SELECTORS
-            if getattr(args, name) is not None
-        }
-        _run(lambda: _audit(settings, args, "replay", target, code, parameters))
+        outcome = "ok" if code == 0 else f"failed (exit {code})"
+        _run(lambda: audit_replay(settings, args, _actor(args), outcome))
     return code
 
 
-async def _audit(
-    settings: Settings,
-    args: argparse.Namespace,
-    action: str,
-    target: str,
-    code: int,
-    parameters: dict[str, str] | None = None,
+async def audit_replay(
+    settings: Settings, args: argparse.Namespace, actor: str, outcome: str
 ) -> int:
+    """Write the AuditRecord of a replay (from the command line or the admin endpoint)."""
     await ensure_topics(settings, (AUDIT_LOG,))
     await audit(
         settings,
-        actor=_actor(args),
-        action=action,
-        target=target,
-        outcome="ok" if code == 0 else f"failed (exit {code})",
-        parameters=parameters,
+        actor=actor,
+        action="replay",
+        target="dead-letters" if args.dead_letters else f"topic:{args.topic}",
+        outcome=outcome,
+        parameters={
+            name: str(getattr(args, name))
+            for name in _REPLAY_SELECTORS
+            if getattr(args, name) is not None
+        },
     )
     return 0
 
@@ -385,25 +409,25 @@ def _actor(args: argparse.Namespace) -> str:
     return str(getattr(args, "actor", None) or getpass.getuser())
 
 
-def _check_replay(args: argparse.Namespace) -> int:
-    """The usage errors of replay's options (0: none)."""
+def check_replay(args: argparse.Namespace) -> str | None:
+    """What is wrong with replay's options, or None."""
     if args.dead_letters:
         if args.from_offset is not None or args.to_offset is not None or args.partition is not None:
-            return _fail("--dead-letters selects by --reason, --topic, --since and --until")
-        return 0
+            return "--dead-letters selects by --reason, --topic, --since and --until"
+        return None
     if args.topic is None:
-        return _fail("replay needs --topic BASE (or --dead-letters)")
+        return "replay needs --topic BASE (or --dead-letters)"
     if args.reason is not None:
-        return _fail("--reason only applies to --dead-letters")
+        return "--reason only applies to --dead-letters"
     if (args.since is None) == (args.from_offset is None):
-        return _fail("replay --topic needs either --since or --from-offset")
+        return "replay --topic needs either --since or --from-offset"
     if args.since is None and args.until is not None:
-        return _fail("--until goes with --since")
+        return "--until goes with --since"
     if args.from_offset is None and (args.to_offset is not None or args.partition is not None):
-        return _fail("--to-offset and --partition go with --from-offset")
+        return "--to-offset and --partition go with --from-offset"
     if args.to_offset is not None and args.to_offset < args.from_offset:
-        return _fail("--to-offset is before --from-offset")
-    return 0
+        return "--to-offset is before --from-offset"
+    return None
 
 
 # pause, resume, status ----------------------------------------------------------------------
