@@ -24,6 +24,7 @@ from streams.app import create_app
 from streams.notify.channels import verify_signature
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.integration.test_cli import medstream as medstream_cli
 from tests.integration.test_patient_state import Events, publish, values
 from tests.kafka_helpers import consume, produce, running
 from tests.worker_process import WorkerProcess
@@ -319,6 +320,75 @@ async def test_replaying_the_alert_topics_delivers_nothing_twice(
     ids = Counter(r["idempotency_key"] for r in receiver.for_path("p-replay"))
     assert ids
     assert all(count == 1 for count in ids.values())
+
+
+async def test_replaying_a_day_of_medication_events_creates_no_new_notification(
+    settings: Settings, receiver: Receiver
+) -> None:
+    settings = notifier_settings(settings)
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    patients = [Events(f"p-day-{n}") for n in range(8)]
+    day_start = datetime.now(UTC) - timedelta(hours=24)
+    async with running(medstream):
+        for events in patients:
+            await publish(
+                settings,
+                "patient-events",
+                contact(
+                    events, {"kind": "webhook", "target": f"{receiver.url}/{events.patient_id}"}
+                ),
+            )
+        await asyncio.sleep(1)
+        day: list[dict[str, Any]] = []
+        for events in patients:
+            day += [
+                events.prescribed("w", "Warfarin", rxnorm_code="11289", supply_quantity=3),
+                events.prescribed("a", "Aspirin", rxnorm_code="1191"),
+            ]
+            for hour in (8, 14, 20):  # the day's doses: warfarin runs out
+                day.append(
+                    events.make(
+                        "DoseTaken",
+                        medication_id="w",
+                        occurred_at=(day_start + timedelta(hours=hour)).isoformat(),
+                    )
+                )
+        await publish(settings, "medication-events", *day)
+
+        async def settled_outcomes() -> list[dict[str, Any]]:
+            seen: list[dict[str, Any]] = []
+            while True:  # until a few quiet seconds pass without a new outcome
+                latest = await outcomes(settings, len(seen) + 1, timeout=4)
+                if len(latest) == len(seen):
+                    return seen
+                seen = latest
+
+        before = await settled_outcomes()
+        requests_before = len(receiver.requests)
+        assert before
+        assert requests_before == len(before)
+        duplicates_before = sum(medstream.stats.duplicates.values())
+
+        replayed = await asyncio.to_thread(
+            medstream_cli,
+            settings,
+            "replay",
+            "--topic",
+            "medication-events",
+            "--since",
+            day_start.isoformat(),
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"replayed {len(day)} records" in replayed.stdout
+        deadline = time.monotonic() + 60
+        while sum(medstream.stats.duplicates.values()) < duplicates_before + len(day):
+            assert time.monotonic() < deadline, "the replay was not consumed"
+            await asyncio.sleep(0.2)
+        after = await settled_outcomes()
+
+    assert len(after) == len(before), "the replay created notifications"
+    assert len(receiver.requests) == requests_before
 
 
 async def test_sigkill_during_a_burst_delivers_nothing_twice(
