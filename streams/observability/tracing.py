@@ -262,7 +262,8 @@ def configure_tracing(
     for name in names:
         exporter: SpanExporter
         if name == "console":
-            exporter = ConsoleSpanExporter()
+            # One compact JSON object per line, like the worker's logs (the default is indented).
+            exporter = ConsoleSpanExporter(formatter=lambda span: span.to_json(None) + "\n")
         elif name == "otlp":
             protocol = env.get(
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")

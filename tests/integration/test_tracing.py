@@ -16,15 +16,17 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import get_current_span
 
 from streams.app import create_app
 from streams.kafka_client import client_options
 from streams.observability import tracing
+from streams.publish import check_events, publish_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.test_notifier import notifier_settings, outcomes
 from tests.integration.test_patient_state import Events, publish
-from tests.kafka_helpers import running
+from tests.kafka_helpers import consume, running
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +212,31 @@ async def test_one_trace_from_the_upstream_producer_to_the_webhook_call(
         if PATIENT_ID in text or receiver.url in text or "127.0.0.1" in text
     ]
     assert not leaks
+
+
+async def test_publish_starts_a_trace_per_event_and_sends_its_traceparent(
+    settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    _provider, exporter = spans
+    await ensure_topics(settings)
+    events = Events(PATIENT_ID)
+    text = "\n".join(
+        json.dumps(_opaque_ids(events.make("MedicationDiscontinued", medication_id=f"m{n}")))
+        for n in range(2)
+    )
+    checked = check_events(text)
+    assert not checked.invalid
+    await publish_events(settings, checked.valid)
+    records = await consume(settings, settings.topic_name("medication-events"), 2, 20)
+
+    produced = exporter.get_finished_spans()
+    assert [span.name for span in produced] == [
+        f"produce {settings.topic_name('medication-events')} MedicationDiscontinued"
+    ] * 2
+    assert all(span.parent is None for span in produced)
+    sent = [
+        get_current_span(tracing.extract_context(record.headers)).get_span_context()
+        for record in records
+    ]
+    assert [context.span_id for context in sent] == [span.context.span_id for span in produced]
+    assert sent[0].trace_id != sent[1].trace_id
