@@ -126,6 +126,18 @@ def span(
     attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[Span]:
     """A current span; ``context`` parents it explicitly (e.g. in a background task)."""
+    if not _recording():
+        # No SDK: no span is made, but a given context (an upstream parent) becomes current,
+        # so that its traceparent still passes through to what is sent downstream.
+        if context is None:
+            yield trace.get_current_span()
+            return
+        token = otel_context.attach(context)
+        try:
+            yield trace.get_current_span(context)
+        finally:
+            otel_context.detach(token)
+        return
     # The SDK would record the exception's text, which may quote an event or name a target:
     # only the exception's type is kept.
     with tracer().start_as_current_span(
@@ -144,6 +156,9 @@ def span(
             raise
 
 
+# Faust's own hook (faust.contrib.opentelemetry.OpenTelemetrySensor) is not used: it puts the
+# record key, which is the patient_id, in a span attribute, cannot name a span by event type
+# (it runs before decoding), and never injects into what the agents send.
 @contextmanager
 def consume_span(
     topic: str, partition: int, offset: int, headers: KafkaHeaders | None
@@ -152,7 +167,11 @@ def consume_span(
 
     Named ``consume <topic>`` until the caller knows the event type (``name_event``).
     """
-    parent = extract_context(headers)
+    parent = extract_context(headers) if headers else Context()
+    if not _recording():
+        with span("", context=parent) as current:
+            yield current
+        return
     with span(
         f"consume {topic}",
         kind=SpanKind.CONSUMER,
@@ -185,6 +204,10 @@ def produce_span(
     may be made from a patient id. ``new_trace`` starts a trace even without a configured SDK
     (an upstream producer such as ``medstream publish``), so that the hops downstream join it.
     """
+    recording = _recording()
+    if not recording and not new_trace:
+        yield inject_headers()  # passes an upstream traceparent through, if there is one
+        return
     attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
         "messaging.operation.type": "send",
@@ -194,7 +217,7 @@ def produce_span(
     if event_id is not None:
         attributes["medstream.event_id"] = event_id
     name = f"produce {topic} {event_type}"
-    if new_trace and not _recording():
+    if not recording:
         # No SDK here: ids come from an exporter-less SDK tracer, so the trace still starts.
         with _id_only_tracer().start_as_current_span(
             name, context=Context(), kind=SpanKind.PRODUCER, attributes=attributes

@@ -177,3 +177,18 @@ def test_configure_tracing_follows_otel_traces_exporter() -> None:
 def test_extract_ignores_the_current_context() -> None:
     # A record without traceparent starts a new trace, whatever span is current.
     assert tracing.extract_context([]) == Context()
+
+
+def test_without_an_sdk_an_upstream_traceparent_passes_through_a_hop(no_sdk: None) -> None:
+    upstream = [("traceparent", TRACEPARENT.encode())]
+    with (
+        tracing.consume_span("medication-events", 0, 7, upstream),
+        tracing.span("process apply-patient-events MedicationPrescribed"),
+        tracing.produce_span("refill-alerts", "RefillAlert", "alert-1") as headers,
+    ):
+        http: dict[str, str] = {}
+        tracing.inject_http_headers(http)
+    assert headers == upstream
+    assert http == {"traceparent": TRACEPARENT}
+    # Nothing stays attached after the hop.
+    assert not get_current_span().get_span_context().is_valid
