@@ -1,4 +1,4 @@
-"""The medstream command line against the real broker: publish and schemas."""
+"""The medstream command line against the real broker: topics, publish and schemas."""
 
 from __future__ import annotations
 
@@ -109,3 +109,13 @@ def test_schemas_docs_regenerates_the_page(tmp_path: Path) -> None:
     result = medstream(None, "schemas", "docs", "--output", str(target))
     assert result.returncode == 0, result.stderr
     assert target.read_text() == (SCHEMAS_DIR.parent / "docs" / "events.md").read_text()
+
+
+async def test_topics_create_makes_the_missing_topics_once(settings: Settings) -> None:
+    first = medstream(settings, "topics", "create")
+    assert first.returncode == 0, first.stderr
+    assert settings.topic_name("medication-events") in first.stdout
+    assert settings.topic_name("medstream-control") in first.stdout
+    second = medstream(settings, "topics", "create")
+    assert second.returncode == 0, second.stderr
+    assert "created: nothing (all exist)" in second.stdout
