@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from streams.app import create_app
+from streams.consumer_groups import wait_until_stable
 from streams.ops.control import send_pause_commands
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.test_cli import medstream
+from tests.integration.test_patient_state import Events, publish
 from tests.kafka_helpers import consume, produce, running
+from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +112,40 @@ def test_pause_names_what_it_can_pause(settings: Settings) -> None:
     result = medstream(settings, "resume")
     assert result.returncode == 2
     assert "--topic or --agent" in result.stderr
+
+
+async def test_a_pause_reaches_every_worker_within_two_seconds(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings)
+    workers = [WorkerProcess(settings, tmp_path / f"w{n}", tmp_path / f"w{n}.log") for n in (1, 2)]
+    patients = [Events(f"pause-two-{n}") for n in range(20)]  # surely on both partitions
+    alerts_topic = settings.topic_name("refill-alerts")
+    try:
+        for worker in workers:
+            worker.start()
+        await wait_until_stable(settings, settings.app_id, timeout=120, members=2)
+        paused = await asyncio.to_thread(
+            medstream, settings, "pause", "--agent", "apply-patient-events"
+        )
+        assert paused.returncode == 0, paused.stderr
+        await asyncio.sleep(2)
+        await publish(
+            settings,
+            "medication-events",
+            *(events.prescribed("m1", "Metformin", supply_quantity=0) for events in patients),
+        )
+        await asyncio.sleep(3)
+        assert await consume(settings, alerts_topic, 1, timeout=1) == []
+        resumed = await asyncio.to_thread(
+            medstream, settings, "resume", "--agent", "apply-patient-events"
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        alerts = await consume(settings, alerts_topic, len(patients), timeout=30)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert {json.loads(a.value)["patient_id"] for a in alerts} == {
+        events.patient_id for events in patients
+    }
+    assert {a.partition for a in alerts} == set(range(settings.topic_partitions))
