@@ -124,7 +124,10 @@ class Settings(BaseSettings):
     dedup_retention_days: int = Field(
         30,
         ge=1,
-        description="MEDSTREAM_DEDUP_RETENTION_DAYS: days event_ids are remembered per patient.",
+        description=(
+            "MEDSTREAM_DEDUP_RETENTION_DAYS: days event_ids (per patient) and final delivery "
+            "records are remembered."
+        ),
     )
     dedup_max_ids_per_patient: int = Field(
         5000,

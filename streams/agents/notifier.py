@@ -47,6 +47,7 @@ from streams.notify.ledger import (
     DeliveryRecord,
     LedgerStatus,
     is_abandoned,
+    is_prunable,
     longest_delivery,
     notification_id,
 )
@@ -60,7 +61,12 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Notifiable = ReminderDue | DoseMissed | RefillAlert | InteractionWarning
 NO_CHANNEL = "none"
-LEDGER_RESCAN = timedelta(seconds=10)
+# A safety net: the scan after each rebalance finds the in-flight and deferred records; the
+# periodic one also prunes records that left the de-duplication window.
+LEDGER_RESCAN = timedelta(minutes=5)
+# Prune commands sent per scan, so a first scan of a large ledger does not flood the topic.
+PRUNE_BATCH = 1000
+PRUNE = "prune"
 
 
 def utc_now() -> datetime:
@@ -101,6 +107,10 @@ class Notifier:
         """Plan the deliveries of one reminder, missed dose, refill alert or warning."""
         if not isinstance(event, ReminderDue | DoseMissed | RefillAlert | InteractionWarning):
             raise TypeError(type(event).__name__)
+        if self.clock() - event.occurred_at > self._retention:
+            # Its ledger records may be pruned already: never risk a second delivery.
+            log.info("%s older than the de-duplication window: not delivered", event.event_type)
+            return Outcome.DUPLICATE
         state = self.patient_state(event.patient_id)
         if (
             isinstance(event, ReminderDue | DoseMissed)
@@ -142,10 +152,16 @@ class Notifier:
         return Outcome.PROCESSED if new else Outcome.DUPLICATE
 
     async def release(self, event: Event, partition: int) -> Outcome:
-        """A deferred delivery whose quiet hours ended (sent by the timer) starts now."""
+        """From the timer: a deferred delivery whose quiet hours ended starts now, or a ledger
+        record that left the de-duplication window is forgotten."""
         if not isinstance(event, NotificationOutcome):
             raise TypeError(type(event).__name__)
         record = self._record(event.notification_id)
+        if event.source_event_type == PRUNE:
+            if record is None or not is_prunable(record, self.clock(), self._retention):
+                return Outcome.DUPLICATE
+            del self.ledger[event.notification_id]
+            return Outcome.PROCESSED
         if record is None or record.status is not LedgerStatus.DEFERRED or record.source is None:
             return Outcome.DUPLICATE
         source = EVENT_MODELS[record.source["event_type"]].model_validate(record.source)
@@ -175,6 +191,7 @@ class Notifier:
                 status=status,
                 source_event_id=event.source_event_id,
                 source_event_type=event.source_event_type,
+                finished_at=event.occurred_at,
             )
         )
         return Outcome.PROCESSED
@@ -360,7 +377,7 @@ class Notifier:
             await self._report_abandoned(now)
             while self._deferred and self._deferred[0][0] <= now:
                 _due, patient_id, nid = self._deferred.pop(0)
-                await self._send_release(patient_id, nid)
+                await self._send_to_agent("release", patient_id, nid)
         except Exception:
             log.exception("notifier timer failed; retrying on the next tick")
 
@@ -373,11 +390,16 @@ class Notifier:
         )
         self._deferred.clear()
         self._suspects.clear()
+        now = self.clock()
+        prunable: list[DeliveryRecord] = []
         for _key, value in self.ledger.items():
             record = DeliveryRecord.model_validate(value)
             if record.partition not in active:
                 continue
-            if record.status is LedgerStatus.DEFERRED and record.deferred_until is not None:
+            if is_prunable(record, now, self._retention):
+                if len(prunable) < PRUNE_BATCH:
+                    prunable.append(record)
+            elif record.status is LedgerStatus.DEFERRED and record.deferred_until is not None:
                 self._plan_release(record.deferred_until, record.patient_id, record.notification_id)
             elif (
                 record.status is LedgerStatus.IN_FLIGHT
@@ -388,6 +410,8 @@ class Notifier:
                 # lost the partition: judged once the longest delivery has had its time.
                 self._suspects[record.notification_id] = record.started_at + longest
         self._planned_generation = self.app.consumer_generation_id
+        for record in prunable:
+            await self._send_to_agent(PRUNE, record.patient_id, record.notification_id)
 
     async def _report_abandoned(self, now: datetime) -> None:
         longest = longest_delivery(
@@ -411,21 +435,25 @@ class Notifier:
                 "so it is not resent",
             )
 
-    async def _send_release(self, patient_id: str, nid: str) -> None:
-        # The release travels as a NotificationOutcome on an internal topic: a timer cannot
-        # write the ledger, so an agent on that topic starts the delivery.
-        release = NotificationOutcome(
-            event_id=stable_id("release", nid),
+    async def _send_to_agent(self, command: str, patient_id: str, nid: str) -> None:
+        # A release or prune travels as a NotificationOutcome on an internal topic: a timer
+        # cannot write the ledger, so an agent on that topic does it.
+        message = NotificationOutcome(
+            event_id=stable_id(command, nid),
             patient_id=patient_id,
             occurred_at=self.clock(),
             notification_id=nid,
             source_event_id=nid,
-            source_event_type="release",
-            channel="release",
+            source_event_type=command,
+            channel=command,
             status=DeliveryStatus.SUPPRESSED,
             attempts=0,
         )
-        await self.emitter.emit(self.releases_topic, release)
+        await self.emitter.emit(self.releases_topic, message)
+
+    @property
+    def _retention(self) -> timedelta:
+        return timedelta(days=self.settings.dedup_retention_days)
 
     # --- ledger access ----------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ class DeliveryRecord(StateModel):
     source_event_id: str
     source_event_type: str
     started_at: datetime | None = None
+    # When the final status was recorded: the record is pruned once this leaves the window.
+    finished_at: datetime | None = None
     deferred_until: datetime | None = None
     # The source event (JSON), kept while the delivery is deferred so it can be sent later.
     source: dict[str, Any] | None = None
@@ -80,3 +82,16 @@ def is_abandoned(record: DeliveryRecord, now: datetime, longest_delivery: timede
 def longest_delivery(attempts: int, timeout: float, backoff_cap: float) -> timedelta:
     """An upper bound on how long one delivery with all its retries can take."""
     return timedelta(seconds=attempts * timeout + max(0, attempts - 1) * backoff_cap + 5)
+
+
+def is_prunable(record: DeliveryRecord, now: datetime, retention: timedelta) -> bool:
+    """A final record older than the de-duplication window: no replay can still need it.
+
+    Sources older than the window are refused before the ledger is consulted, so forgetting
+    the record cannot lead to a second delivery.
+    """
+    return (
+        record.status in FINAL_STATUSES
+        and record.finished_at is not None
+        and now - record.finished_at > retention
+    )

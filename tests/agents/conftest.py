@@ -1,0 +1,43 @@
+"""Fixtures of the agent tests: the real app with in-memory tables, and what it publishes."""
+
+from __future__ import annotations
+
+import uuid
+
+import faust
+import pytest
+
+from streams.app import Medstream, create_app
+from streams.contracts.models import Event
+from streams.settings import Settings
+from tests.agents.harness import NOW, Emitted
+
+
+@pytest.fixture
+def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
+    app = create_app(
+        Settings(
+            store_url="memory://",
+            web_enabled=False,
+            app_id=f"agents-{uuid.uuid4().hex[:10]}",
+            topic_partitions=4,
+        )
+    )
+    monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
+    monkeypatch.setattr(app.notifier, "clock", lambda: NOW)
+    return app
+
+
+@pytest.fixture
+def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
+    """What the agents publish, as (topic name, event), in order."""
+    sent: Emitted = []
+    emitter = medstream.patients.processor.emitter
+    assert medstream.patients.timer.emitter is emitter
+
+    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
+        sent.append((topic.get_topic_name(), event))
+        emitter.stats.produced[topic.get_topic_name()] += 1
+
+    monkeypatch.setattr(emitter, "emit", emit)
+    return sent

@@ -1,0 +1,100 @@
+"""Agent tests of the notifier's ledger through ``agent.test_context()`` (no broker, no channel).
+
+The harness (tests/agents/harness.py, conftest.py) is the one of the patient-agent tests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from streams.app import Medstream
+from streams.contracts.models import NotificationOutcome, RefillAlert
+from streams.contracts.vocabulary import DeliveryStatus
+from tests.agents.harness import NOW, Emitted, encoded, event, feeding
+
+WINDOW = timedelta(days=30)  # MEDSTREAM_DEDUP_RETENTION_DAYS, default
+
+
+def refill_alert(occurred_days_ago: float) -> bytes:
+    alert = RefillAlert(
+        event_id=f"refill-{occurred_days_ago}",
+        patient_id="p1",
+        occurred_at=NOW - timedelta(days=occurred_days_ago),
+        alert_id=f"refill-{occurred_days_ago}",
+        medication_id="m1",
+        medication_name="Metformin",
+        reason="OUT_OF_SUPPLY",
+        supply_quantity=0,
+        refills_remaining=0,
+    )
+    return alert.model_dump_json().encode()
+
+
+def outcome(nid: str, days_ago: float) -> bytes:
+    return (
+        NotificationOutcome(
+            event_id=f"outcome-{nid}",
+            patient_id="p1",
+            occurred_at=NOW - timedelta(days=days_ago),
+            notification_id=nid,
+            source_event_id="refill-1",
+            source_event_type="RefillAlert",
+            channel="console#0",
+            status=DeliveryStatus.DELIVERED,
+            attempts=1,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def prune(nid: str) -> bytes:
+    return (
+        NotificationOutcome(
+            event_id=f"prune-{nid}",
+            patient_id="p1",
+            occurred_at=NOW,
+            notification_id=nid,
+            source_event_id=nid,
+            source_event_type="prune",
+            channel="prune",
+            status=DeliveryStatus.SUPPRESSED,
+            attempts=0,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def test_an_alert_older_than_the_window_is_never_delivered(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        contact = event(
+            "ContactPreferencesSet", "c1", channels=[{"kind": "console", "target": "patient"}]
+        )
+        await feed.put(medstream.settings.topic_name("patient-events"), encoded(contact))
+    async with feeding(medstream, "notify-alerts") as feed:
+        await feed.put(medstream.settings.topic_name("refill-alerts"), refill_alert(31))
+    assert medstream.stats.duplicates["RefillAlert"] == 1
+    assert list(medstream.notifier.ledger.items()) == []
+    assert not [sent for _, sent in emitted if isinstance(sent, NotificationOutcome)]
+
+
+async def test_a_final_record_is_pruned_only_once_it_left_the_window(
+    medstream: Medstream,
+) -> None:
+    ledger = medstream.notifier.ledger
+    async with feeding(medstream, "record-deliveries") as feed:
+        topic = medstream.settings.topic_name("notifications")
+        await feed.put(topic, outcome("ntf-old", days_ago=31))
+        await feed.put(topic, outcome("ntf-recent", days_ago=29))
+    assert ledger["ntf-old"]["finished_at"].startswith(str((NOW - timedelta(days=31)).date()))
+    async with feeding(medstream, "release-deferred-notifications") as feed:
+        topic = medstream.settings.topic_name("medstream-notification-releases")
+        await feed.put(topic, prune("ntf-old"))
+        await feed.put(topic, prune("ntf-recent"))
+        await feed.put(topic, prune("ntf-old"))  # again: already gone
+    assert "ntf-old" not in ledger
+    assert "ntf-recent" in ledger
+    assert medstream.stats.duplicates["NotificationOutcome"] == 2
