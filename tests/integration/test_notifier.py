@@ -7,16 +7,14 @@ import email
 import json
 import socket
 import time
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message as MailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
@@ -24,6 +22,7 @@ from streams.app import create_app
 from streams.notify.channels import verify_signature
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.integration.conftest import Receiver
 from tests.integration.test_cli import medstream as medstream_cli
 from tests.integration.test_patient_state import Events, publish, values
 from tests.kafka_helpers import consume, produce, running
@@ -32,57 +31,6 @@ from tests.worker_process import WorkerProcess
 pytestmark = pytest.mark.integration
 
 SECRET = "webhook-test-secret"
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: records every request; a path can be told to fail N times first."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    failures_left: dict[str, int] = field(default_factory=dict)
-    arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    def for_path(self, path: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["path"] == path]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    state = Receiver()
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        path = request.match_info["path"]
-        state.arrivals[path].append(time.time())
-        left = state.failures_left.get(path, 0)
-        if left != 0:
-            state.failures_left[path] = left - 1
-            return web.Response(status=500, text="try again")
-        state.requests.append(
-            {
-                "path": path,
-                "body": json.loads(body),
-                "raw": body,
-                "timestamp": request.headers["X-Medstream-Timestamp"],
-                "signature": request.headers["X-Medstream-Signature"],
-                "idempotency_key": request.headers["Idempotency-Key"],
-            }
-        )
-        return web.Response(status=200)
-
-    application = web.Application()
-    application.router.add_post("/hooks/{path}", hook)
-    runner = web.AppRunner(application)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}/hooks"
-    try:
-        yield state
-    finally:
-        await runner.cleanup()
 
 
 class Mailbox:

@@ -6,12 +6,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,6 +22,7 @@ from streams.observability import tracing
 from streams.publish import check_events, publish_events
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.integration.conftest import Receiver
 from tests.integration.test_notifier import notifier_settings, outcomes
 from tests.integration.test_patient_state import Events, publish
 from tests.kafka_helpers import consume, running
@@ -31,37 +30,6 @@ from tests.kafka_helpers import consume, running
 pytestmark = pytest.mark.integration
 
 PATIENT_ID = "p-trace-7f3c2a"
-
-
-@dataclass
-class TraceparentReceiver:
-    """A webhook receiver that keeps each request's traceparent header."""
-
-    url: str = ""
-    traceparents: list[str | None] = field(default_factory=list)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[TraceparentReceiver]:
-    state = TraceparentReceiver()
-
-    async def hook(request: web.Request) -> web.Response:
-        await request.read()
-        state.traceparents.append(request.headers.get("traceparent"))
-        return web.Response(status=200)
-
-    application = web.Application()
-    application.router.add_post("/hooks/{path}", hook)
-    runner = web.AppRunner(application)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}/hooks"
-    try:
-        yield state
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -117,7 +85,7 @@ def _texts(span: ReadableSpan) -> list[str]:
 
 async def test_one_trace_from_the_upstream_producer_to_the_webhook_call(
     settings: Settings,
-    receiver: TraceparentReceiver,
+    receiver: Receiver,
     spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     provider, exporter = spans
