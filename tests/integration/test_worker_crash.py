@@ -114,3 +114,46 @@ async def test_sigkill_then_replacement_recovers_state_without_duplicates(
     assert set(slots) == {(p, s) for p in PATIENTS for s in (slot_1, slot_2)}
     assert len({r["reminder_id"] for r in reminders}) == 2 * len(PATIENTS)
     assert json.dumps(sorted(slots.values())) == json.dumps([1] * 2 * len(PATIENTS))
+
+
+async def test_a_restarted_worker_reminds_the_slots_it_missed_while_down(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "consumer_session_timeout": 8.0,
+            "reminder_grace_minutes": 30.0,
+            "reminder_tick_seconds": 0.1,
+        }
+    )
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker", tmp_path / "worker.log")
+    patients = [Events(f"catch-up-{n}") for n in range(6)]  # on both partitions
+    try:
+        worker.start()
+        await wait_until_stable(settings, settings.app_id, timeout=90)
+        slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
+        for events in patients:
+            await publish(settings, "medication-events", events.prescribed("m1", "Metformin"))
+            await publish(
+                settings,
+                "schedule-events",
+                events.make(
+                    "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=[local(slot)]
+                ),
+            )
+        await asyncio.sleep(5)  # processed, and past the commit interval
+        assert await read_all(settings, "medication-reminders", 1, 1) == []
+        worker.kill()  # down before the slot ...
+        while datetime.now(UTC) < slot + timedelta(seconds=3):
+            await asyncio.sleep(0.5)
+        worker.start()  # ... and back after it, with its local tables
+        reminders = await read_all(settings, "medication-reminders", len(patients), 90)
+        await asyncio.sleep(3)
+        reminders = await read_all(settings, "medication-reminders", len(patients) + 1, 2)
+    finally:
+        worker.stop()
+
+    due = [r for r in reminders if r["event_type"] == "ReminderDue"]
+    assert sorted(r["patient_id"] for r in due) == sorted(e.patient_id for e in patients)
+    assert {r["scheduled_for"] for r in due} == {slot.isoformat().replace("+00:00", "Z")}
