@@ -157,3 +157,48 @@ async def test_a_restarted_worker_reminds_the_slots_it_missed_while_down(
     due = [r for r in reminders if r["event_type"] == "ReminderDue"]
     assert sorted(r["patient_id"] for r in due) == sorted(e.patient_id for e in patients)
     assert {r["scheduled_for"] for r in due} == {slot.isoformat().replace("+00:00", "Z")}
+
+
+async def test_two_workers_remind_every_patient_once_on_every_partition(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"topic_partitions": 4, "reminder_grace_minutes": 30.0, "reminder_tick_seconds": 0.1}
+    )
+    await ensure_topics(settings)
+    workers = [
+        WorkerProcess(settings, tmp_path / f"worker-{n}", tmp_path / f"worker-{n}.log")
+        for n in (1, 2)
+    ]
+    patients = [Events(f"two-workers-{n}") for n in range(16)]
+    try:
+        for worker in workers:
+            worker.start()
+        await wait_until_stable(settings, settings.app_id, timeout=120, members=2)
+        slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
+        for events in patients:
+            await publish(settings, "medication-events", events.prescribed("m1", "Metformin"))
+            await publish(
+                settings,
+                "schedule-events",
+                events.make(
+                    "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=[local(slot)]
+                ),
+            )
+        records = await consume(
+            settings, settings.topic_name("medication-reminders"), len(patients), 60
+        )
+        await asyncio.sleep(3)
+        records = await consume(
+            settings, settings.topic_name("medication-reminders"), len(patients) + 1, 2
+        )
+        assert all(worker.running for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    due = [json.loads(r.value) for r in records]
+    assert sorted(r["patient_id"] for r in due) == sorted(e.patient_id for e in patients)
+    # Each worker owns two of the four partitions, and a reminder lands on its patient's
+    # partition: reminders on all four mean both workers fired theirs, and none twice.
+    assert {r.partition for r in records} == set(range(settings.topic_partitions))
