@@ -15,7 +15,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import baseline, codecs, latency, memory, pipeline, punctuality, recovery
-from bench.harness import FULL, QUICK, Context, machine, make_workdir, results, table
+from bench.harness import (
+    FULL,
+    QUICK,
+    Context,
+    machine,
+    make_workdir,
+    results,
+    scaled,
+    table,
+)
 
 Benchmark = Callable[[Context], Awaitable[None]]
 
@@ -47,6 +56,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the mode's sizes (e.g. 0.05 for the CI smoke run); figures then only "
+        "show that everything still runs",
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dirs")
     return parser.parse_args(argv)
 
@@ -63,8 +79,9 @@ async def main_async(args: argparse.Namespace) -> int:
     context = Context(
         bootstrap_servers=args.bootstrap_servers,
         mode=mode,
-        sizes=FULL if args.full else QUICK,
+        sizes=scaled(FULL if args.full else QUICK, args.scale),
         workdir=make_workdir(),
+        scale=args.scale,
     )
     started = time.monotonic()
     details = await machine(args.bootstrap_servers)
@@ -86,7 +103,8 @@ async def main_async(args: argparse.Namespace) -> int:
     document["benchmarks"] = [n for n in BENCHMARKS if n in chosen]
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print()
-    print(f"medstream bench, {mode} mode, {document['date']}")
+    scale = "" if args.scale == 1 else f" (sizes x{args.scale:g})"
+    print(f"medstream bench, {mode} mode{scale}, {document['date']}")
     print(
         f"{details['cpu_model']} x{details['cpu_count']}, Python {details['python']}, "
         f"faust-streaming {details['faust_streaming']}, aiokafka {details['aiokafka']}"

@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,16 +49,16 @@ class Sizes:
 
 
 QUICK = Sizes(
-    pipeline_events=20_000,
+    pipeline_events=5_000,
     doses_per_patient=10,
     latency_rate=500,
-    latency_seconds=10.0,
-    schedules=2_000,
+    latency_seconds=3.0,
+    schedules=1_000,
     codec_events=5_000,
-    memory_patients=20_000,
-    soak_seconds=30.0,
+    memory_patients=10_000,
+    soak_seconds=20.0,
     soak_rate=200,
-    recovery_entries=20_000,
+    recovery_entries=10_000,
 )
 FULL = Sizes(
     pipeline_events=200_000,
@@ -72,6 +72,26 @@ FULL = Sizes(
     soak_rate=200,
     recovery_entries=1_000_000,
 )
+
+
+def scaled(sizes: Sizes, factor: float) -> Sizes:
+    """The sizes times ``factor`` (rates and doses per patient unchanged); for CI smoke runs."""
+    if factor == 1:
+        return sizes
+
+    def times(value: int, least: int) -> int:
+        return max(least, int(value * factor))
+
+    return replace(
+        sizes,
+        pipeline_events=times(sizes.pipeline_events, 120),
+        latency_seconds=max(0.5, sizes.latency_seconds * factor),
+        schedules=times(sizes.schedules, 20),
+        codec_events=times(sizes.codec_events, 200),
+        memory_patients=times(sizes.memory_patients, 100),
+        soak_seconds=max(3.0, sizes.soak_seconds * factor),
+        recovery_entries=times(sizes.recovery_entries, 100),
+    )
 
 
 @dataclass
@@ -99,6 +119,7 @@ class Context:
     figures: list[Figure] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
     baseline_eps: float | None = None
+    scale: float = 1.0
 
     def settings(self, benchmark: str, **overrides: Any) -> Settings:
         """Fresh topics (prefix), consumer group (app id) and data directory for one benchmark."""
@@ -413,6 +434,7 @@ def results(
     return {
         "date": datetime.now(UTC).isoformat(),
         "mode": context.mode,
+        "scale": context.scale,
         "sizes": asdict(context.sizes),
         "machine": machine_details,
         "duration_seconds": round(time.monotonic() - started, 1),

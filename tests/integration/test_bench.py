@@ -1,0 +1,75 @@
+"""The benchmark runner, shrunk, against the real broker: it must never rot (figures unchecked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "baseline": {"pass-through"},
+    "pipeline": {"throughput", "events", "alerts delivered", "dead-lettered"},
+    "latency": {"offered rate", "p50", "p95", "p99", "max", "outcomes"},
+    "punctuality": {"p50 lateness", "p99 lateness", "max lateness", "reminders"},
+    "codecs": {"JSON decode+validate+encode", "Avro decode+validate+encode"},
+    "memory": {
+        "RSS at start (empty tables)",
+        "RSS at soak start",
+        "RSS at soak end",
+        "RSS growth over the soak",
+    },
+    "recovery": {
+        "start to ready, from the changelog alone",
+        "start to ready, from local RocksDB",
+    },
+}
+
+
+@pytest.mark.timeout(240)
+def test_the_quick_run_produces_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--scale",
+            "0.05",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick"
+    assert results["errors"] == {}
+    assert {"cpu_model", "cpu_count", "ram_bytes", "python", "faust_streaming", "aiokafka"} <= set(
+        results["machine"]
+    )
+    measured: dict[str, set[str]] = {}
+    for figure in results["figures"]:
+        assert figure["unit"], figure
+        if figure["value"] is not None:
+            measured.setdefault(figure["benchmark"], set()).add(figure["name"])
+    for benchmark, names in EXPECTED.items():
+        assert names <= measured.get(benchmark, set()), benchmark
+    assert {t["name"] for t in results["targets"]} == {
+        "throughput",
+        "p99",
+        "p99 lateness",
+        "RSS growth over the soak",
+    }
