@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams.contracts.codecs import (
     ContractError,
@@ -21,7 +22,7 @@ from streams.contracts.codecs import (
     SchemaNotCachedError,
 )
 from streams.contracts.dead_letters import build_dead_letter
-from streams.contracts.models import Event
+from streams.contracts.models import DeadLetter, Event
 from streams.contracts.registry import SchemaRegistry
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
@@ -30,6 +31,8 @@ from streams.stats import PipelineStats
 log = logging.getLogger(__name__)
 
 REGISTRY_ATTEMPTS = 4
+DEAD_LETTER_RETRY_FIRST = 0.5
+DEAD_LETTER_RETRY_CAP = 10.0
 
 
 class ProcessingError(ContractError):
@@ -200,6 +203,27 @@ class Intake:
                     await asyncio.sleep(0.5 * 2**attempt)
         raise RegistryUnavailableError("schema registry gave no schema")
 
+    async def _store_dead_letter(self, dead_letter: DeadLetter) -> None:
+        """Send until the broker acknowledges it: giving up would move the offset past an
+        event stored nowhere. Meanwhile this partition's stream waits, and the log says why."""
+        delay = DEAD_LETTER_RETRY_FIRST
+        while True:
+            try:
+                await self.emitter.emit(self.dead_letters_topic, dead_letter, wait=True)
+                return
+            except KafkaError as error:
+                log.error(
+                    "dead letter not stored (%s); retrying in %.1fs, the stream waits: "
+                    "topic=%s partition=%s offset=%s",
+                    type(error).__name__,
+                    delay,
+                    dead_letter.original_topic,
+                    dead_letter.partition,
+                    dead_letter.offset,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DEAD_LETTER_RETRY_CAP)
+
     async def _dead_letter(self, message: Any, error_type: str, error_message: str) -> None:
         dead_letter = build_dead_letter(
             topic=message.topic,
@@ -220,7 +244,7 @@ class Intake:
             error_type,
             dead_letter.error_message,
         )
-        await self.emitter.emit(self.dead_letters_topic, dead_letter, wait=True)
+        await self._store_dead_letter(dead_letter)
         self.stats.dead_lettered[error_type] += 1
         if self.metrics is not None:
             self.metrics.dead_lettered(error_type)

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.app import Medstream, create_app
 from streams.contracts.codecs import EventDecoder, encode_avro, encode_confluent
 from streams.contracts.models import DeadLetter, DoseTaken, MedicationPrescribed
 from streams.contracts.schemas import default_catalog
+from streams.kafka_client import client_options
 from streams.settings import OutputEncoding, Settings
 from streams.topics import ensure_topics
 from tests.kafka_helpers import consume, produce, running
@@ -212,6 +215,50 @@ async def test_outputs_can_be_avro(settings: Settings) -> None:
     letter = EventDecoder(default_catalog()).decode(records[0].value)
     assert isinstance(letter, DeadLetter)
     assert letter.error_type == "DecodeError"
+
+
+async def set_max_message_bytes(settings: Settings, topic: str, limit: int) -> None:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": str(limit)})]
+        )
+    finally:
+        await admin.close()
+
+
+async def test_an_unstorable_dead_letter_holds_the_stream_until_it_is_stored(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    dead_letters = settings.topic_name("dead-letters")
+    # The broker refuses every dead letter: they are all larger than this.
+    await set_max_message_bytes(settings, dead_letters, 100)
+    medstream = create_app(settings)
+    stats = medstream.stats
+    topic = settings.topic_name("medication-events")
+    async with running(medstream):
+        await produce(
+            settings,
+            topic,
+            [
+                (b"p-hold", b"{not json"),
+                (b"p-hold", as_json(prescribed("hold-1", "p-hold"))),  # same partition, behind it
+            ],
+        )
+        await asyncio.sleep(6)
+        # Neither stored nor skipped: the event behind it waits too.
+        assert stats.total_settled == 0
+        assert stats.total_consumed == 1
+        await set_max_message_bytes(settings, dead_letters, 1_048_588)
+        async with asyncio.timeout(30):
+            while stats.total_settled < 2:
+                await asyncio.sleep(0.2)
+    assert stats.dead_lettered == {"DecodeError": 1}
+    assert stats.processed == {"MedicationPrescribed": 1}
+    (stored,) = await consume(settings, dead_letters, 1, 10)
+    assert DeadLetter.model_validate_json(stored.value).offset == 0
 
 
 def test_the_valid_events_used_above_are_valid() -> None:
