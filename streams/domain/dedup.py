@@ -56,13 +56,18 @@ def admit(
     newest = seen.newest_ms
     if newest is not None and occurred_at_ms < newest - retention_ms:
         return Admission.TOO_OLD, seen
-    if len(seen.entries) >= max_entries and occurred_at_ms <= min(seen.entries.values()):
+    oldest = min(seen.entries.values(), default=None)
+    if len(seen.entries) >= max_entries and oldest is not None and occurred_at_ms <= oldest:
         # A full ledger may have forgotten ids at or before its oldest entry (max_entries drops
         # the oldest first): such an event could be one of them, so it is not applied either.
         return Admission.TOO_OLD, seen
     entries = dict(seen.entries)
     entries[digest] = occurred_at_ms
     horizon = max(newest or occurred_at_ms, occurred_at_ms) - retention_ms
+    if len(entries) <= max_entries and (oldest is None or oldest >= horizon):
+        # The usual case: nothing to forget, so no sort (which cost ~2 ms per event for a
+        # patient with 5000 remembered ids). The same entries as below, in another order.
+        return Admission.NEW, SeenEvents(entries)
     kept = sorted(
         ((at, key) for key, at in entries.items() if at >= horizon),
         reverse=True,
