@@ -14,7 +14,16 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import baseline, codecs, latency, memory, pipeline, punctuality, recovery
+from bench import (
+    baseline,
+    codecs,
+    faust_floor,
+    latency,
+    memory,
+    pipeline,
+    punctuality,
+    recovery,
+)
 from bench.harness import (
     FULL,
     QUICK,
@@ -31,6 +40,7 @@ Benchmark = Callable[[Context], Awaitable[None]]
 # In this order: the baseline first, so every later ratio has its denominator.
 BENCHMARKS: dict[str, Benchmark] = {
     "baseline": baseline.run,
+    "faust-floor": faust_floor.run,
     "pipeline": pipeline.run,
     "latency": latency.run,
     "punctuality": punctuality.run,
@@ -73,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if "pipeline" in chosen and "baseline" not in chosen:
+    if {"pipeline", "faust-floor"} & set(chosen) and "baseline" not in chosen:
         chosen.insert(0, "baseline")  # a throughput figure is meaningless without its ceiling
     mode = "full" if args.full else "quick"
     context = Context(

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
     "baseline": {"pass-through"},
+    "faust-floor": {"bare agent, JSON decode only", "bare agent + 2 table reads and writes"},
     "pipeline": {"throughput", "events", "alerts delivered", "dead-lettered"},
-    "latency": {"offered rate", "p50", "p95", "p99", "max", "outcomes"},
+    "latency": {"p50 at 20 events/s", "offered rate", "p50", "p95", "p99", "max", "outcomes"},
     "punctuality": {"p50 lateness", "p99 lateness", "max lateness", "reminders"},
     "codecs": {"JSON decode+validate+encode", "Avro decode+validate+encode"},
     "memory": {
