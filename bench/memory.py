@@ -62,6 +62,9 @@ async def run(context: Context) -> None:
             samples.append((time.monotonic() - began, worker.rss()))
         finally:
             await producer.stop()
+        await asyncio.sleep(2)
+        processed = await worker.metric_total("medstream_events_consumed_total")
+        dead = await worker.metric_total("medstream_dead_letters_total")
     finally:
         worker.stop()
     # Growth is judged after a warm-up tenth of the soak (buffers and caches filling).
@@ -80,6 +83,9 @@ async def run(context: Context) -> None:
         target=f"< {TARGET_GROWTH * 100:g}%",
         met=growth < TARGET_GROWTH,
     )
+    context.add(NAME, "soak events sent", sent, "events")
+    context.add(NAME, "events consumed by the worker", processed, "events")
+    context.add(NAME, "dead-lettered during the soak", dead, "events")
     context.note(
         NAME,
         f"a real `medstream worker` process (RSS from /proc via psutil); {patients:,} patients "

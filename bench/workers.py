@@ -142,6 +142,17 @@ class BenchWorker:
                 await asyncio.sleep(0.05)
         raise TimeoutError(f"the worker was not ready in {timeout:g}s: {self.log_tail()}")
 
+    async def metric_total(self, name: str) -> float:
+        """The sum of one Prometheus metric's samples on the worker's /metrics page."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as answer:
+            text = await answer.text()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith(f"{name}_created"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def rss(self) -> int:
         assert self.process is not None
         return int(psutil.Process(self.process.pid).memory_info().rss)
