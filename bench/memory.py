@@ -24,20 +24,30 @@ async def run(context: Context) -> None:
     timeout = 120 + patients / 500
 
     empty = context.settings(NAME)
-    worker, _ready = await started_worker(empty, f"{NAME}-empty", timeout)
-    try:
-        await asyncio.sleep(2)
-        rss_empty = worker.rss()
-    finally:
-        worker.stop()
-
     settings = context.settings(NAME)
     await fill_state_table(settings, patients)
-    worker, _ready = await started_worker(settings, NAME, timeout)
+    # Both workers start together (they share no topics or state): one start's wait saved.
+    started = await asyncio.gather(
+        started_worker(empty, f"{NAME}-empty", timeout),
+        started_worker(settings, NAME, timeout),
+        return_exceptions=True,
+    )
+    failures = [outcome for outcome in started if isinstance(outcome, BaseException)]
+    if failures:
+        for outcome in started:
+            if not isinstance(outcome, BaseException):
+                outcome[0].stop()
+        raise failures[0]
+    (worker_empty, _), (worker, _) = started  # type: ignore[misc]
+    try:
+        await asyncio.sleep(2)
+        rss_empty = worker_empty.rss()
+    finally:
+        worker_empty.stop()
     samples: list[tuple[float, int]] = []
     try:
         # After ready the reminder timer plans every schedule: let it finish before sampling.
-        await asyncio.sleep(5 + patients / 20_000)
+        await asyncio.sleep(1 + patients / 20_000)
         rss_full = worker.rss()
         factory = EventFactory(f"s{uuid.uuid4().hex[:6]}")
         producer = AIOKafkaProducer(acks="all", **client_options(settings))
