@@ -21,7 +21,7 @@ from streams.contracts.models import DeadLetter
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.kafka_client import client_options
-from streams.ops.control import agent_topics, audit, pause_targets, send_pause_commands
+from streams.ops.control import agent_topics, pause_targets, send_pause_commands, write_audit
 from streams.ops.records import (
     DEAD_LETTER_HEADER,
     DeadLetterFilter,
@@ -390,7 +390,7 @@ async def audit_replay(
 ) -> int:
     """Write the AuditRecord of a replay (from the command line or the admin endpoint)."""
     await ensure_topics(settings, (AUDIT_LOG,))
-    await audit(
+    await write_audit(
         settings,
         actor=actor,
         action="replay",

@@ -89,20 +89,37 @@ def pause_targets(
 
 async def write_audit(
     settings: Settings,
-    producer: AIOKafkaProducer,
     *,
     actor: str,
     action: str,
     target: str,
     outcome: str,
     parameters: Mapping[str, str] | None = None,
+    producer: AIOKafkaProducer | None = None,
 ) -> AuditRecord:
-    """Append one admin action to `audit-log` and wait for the broker's acknowledgement."""
-    now = datetime.now(UTC)
+    """Append one admin action to `audit-log` and wait for the broker's acknowledgement.
+
+    Without a ``producer`` it opens one of its own for this record.
+    """
+    if producer is None:
+        own = AIOKafkaProducer(acks="all", **client_options(settings))
+        await own.start()
+        try:
+            return await write_audit(
+                settings,
+                actor=actor,
+                action=action,
+                target=target,
+                outcome=outcome,
+                parameters=parameters,
+                producer=own,
+            )
+        finally:
+            await own.stop()
     audit_id = f"audit-{uuid.uuid4()}"
     record = AuditRecord(
         event_id=audit_id,
-        occurred_at=now,
+        occurred_at=datetime.now(UTC),
         audit_id=audit_id,
         actor=actor,
         action=action,
@@ -115,32 +132,6 @@ async def write_audit(
         settings.topic_name(AUDIT_LOG.base_name), encoder.encode(record), key=target.encode()
     )
     return record
-
-
-async def audit(
-    settings: Settings,
-    *,
-    actor: str,
-    action: str,
-    target: str,
-    outcome: str,
-    parameters: Mapping[str, str] | None = None,
-) -> AuditRecord:
-    """:func:`write_audit` with a producer of its own."""
-    producer = AIOKafkaProducer(acks="all", **client_options(settings))
-    await producer.start()
-    try:
-        return await write_audit(
-            settings,
-            producer,
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            parameters=parameters,
-        )
-    finally:
-        await producer.stop()
 
 
 async def send_pause_commands(
@@ -157,7 +148,7 @@ async def send_pause_commands(
             await producer.send_and_wait(settings.topic_name(CONTROL.base_name), value, key=key)
             await write_audit(
                 settings,
-                producer,
+                producer=producer,
                 actor=actor,
                 action="pause" if paused else "resume",
                 target=f"topic:{command.topic}",

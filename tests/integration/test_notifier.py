@@ -24,7 +24,7 @@ from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.conftest import Receiver
 from tests.integration.test_cli import medstream as medstream_cli
-from tests.integration.test_patient_state import Events, publish, values
+from tests.integration.test_patient_state import Events, publish, schedule_reminder, values
 from tests.kafka_helpers import consume, produce, running
 from tests.worker_process import WorkerProcess
 
@@ -81,20 +81,6 @@ def contact(events: Events, *channels: dict[str, str], **fields: Any) -> dict[st
 
 def slot_in(seconds: int) -> datetime:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
-
-
-async def schedule_reminder(settings: Settings, events: Events, slot: datetime) -> None:
-    await publish(settings, "medication-events", events.prescribed("m1", "Metformin 500 mg"))
-    await publish(
-        settings,
-        "schedule-events",
-        events.make(
-            "ScheduleSet",
-            medication_id="m1",
-            timezone="UTC",
-            times_of_day=[slot.strftime("%H:%M:%S")],
-        ),
-    )
 
 
 async def outcomes(settings: Settings, count: int, timeout: float = 30) -> list[dict[str, Any]]:

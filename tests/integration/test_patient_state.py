@@ -58,6 +58,21 @@ async def publish(settings: Settings, topic: str, *events: dict[str, Any]) -> No
     )
 
 
+async def schedule_reminder(settings: Settings, events: Events, slot: datetime) -> None:
+    """A prescription of m1 and a daily schedule with one slot (UTC)."""
+    await publish(settings, "medication-events", events.prescribed("m1", "Metformin 500 mg"))
+    await publish(
+        settings,
+        "schedule-events",
+        events.make(
+            "ScheduleSet",
+            medication_id="m1",
+            timezone="UTC",
+            times_of_day=[slot.strftime("%H:%M:%S")],
+        ),
+    )
+
+
 def values(records: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(record.value) for record in records]
 

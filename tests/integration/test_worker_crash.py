@@ -14,7 +14,7 @@ import pytest
 from streams.consumer_groups import wait_until_stable
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.test_patient_state import Events, publish, values
+from tests.integration.test_patient_state import Events, publish, schedule_reminder, values
 from tests.kafka_helpers import consume
 from tests.worker_process import WorkerProcess
 
@@ -134,14 +134,7 @@ async def test_a_restarted_worker_reminds_the_slots_it_missed_while_down(
         await wait_until_stable(settings, settings.app_id, timeout=90)
         slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
         for events in patients:
-            await publish(settings, "medication-events", events.prescribed("m1", "Metformin"))
-            await publish(
-                settings,
-                "schedule-events",
-                events.make(
-                    "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=[local(slot)]
-                ),
-            )
+            await schedule_reminder(settings, events, slot)
         await asyncio.sleep(5)  # processed, and past the commit interval
         assert await read_all(settings, "medication-reminders", 1, 1) == []
         worker.kill()  # down before the slot ...
@@ -177,14 +170,7 @@ async def test_two_workers_remind_every_patient_once_on_every_partition(
         await wait_until_stable(settings, settings.app_id, timeout=120, members=2)
         slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
         for events in patients:
-            await publish(settings, "medication-events", events.prescribed("m1", "Metformin"))
-            await publish(
-                settings,
-                "schedule-events",
-                events.make(
-                    "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=[local(slot)]
-                ),
-            )
+            await schedule_reminder(settings, events, slot)
         records = await consume(
             settings, settings.topic_name("medication-reminders"), len(patients), 60
         )
