@@ -19,8 +19,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
 from bench.harness import EventFactory, free_port, produce_all
-from streams.agents.patient_events import dump_state, load_state
+from streams.agents.patient_events import dump_record, load_state
 from streams.contracts.codecs import validate_event
+from streams.domain.dedup import SeenEvents
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules, apply_input
 from streams.kafka_client import client_options
@@ -44,7 +45,7 @@ def patient_state(patient_id: str) -> dict[str, Any]:
         factory.schedule(patient_id, "03:00"),
     ):
         state = apply_input(state, validate_event(event), rules, now).state
-    return dump_state(state)
+    return dump_record(state, SeenEvents.empty())
 
 
 async def fill_state_table(settings: Settings, patients: int) -> float:

@@ -157,6 +157,8 @@ def create_app(settings: Settings) -> Medstream:
         registry=registry,
         metrics=metrics,
         agent="apply-patient-events",
+        batch_max_events=settings.batch_max_events,
+        batch_window_seconds=settings.batch_window_ms / 1000,
     )
     input_topic = app.topic(
         *topic_names(settings, INPUT_TOPICS),
@@ -172,7 +174,13 @@ def create_app(settings: Settings) -> Medstream:
             allowed_types={settings.topic_name(spec.base_name): spec.event_types for spec in specs},
         )
 
-    store = declare_patient_tables(app, settings)
+    store = declare_patient_tables(
+        app,
+        settings,
+        emitter,
+        refill_alerts_topic=topics.refill_alerts_topic,
+        interaction_warnings_topic=topics.interaction_warnings_topic,
+    )
     releases_topic = declare(NOTIFICATION_RELEASES)
     notifier = Notifier(
         app=app,
@@ -211,12 +219,11 @@ def create_app(settings: Settings) -> Medstream:
         input_topic=input_topic,
         input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
         reminders_topic=topics.medication_reminders_topic,
-        refill_alerts_topic=topics.refill_alerts_topic,
-        interaction_warnings_topic=topics.interaction_warnings_topic,
         intake=intake,
         reminders_intake=intake_for("record-reminders", MEDICATION_REMINDERS),
         store=store,
         notify=notifier.handle,
+        notify_batch_end=notifier.start_planned,
         rules=PatientRules(
             knowledge_base=knowledge_base,
             grace=timedelta(minutes=settings.reminder_grace_minutes),

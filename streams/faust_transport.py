@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import faust
+from faust import streams as faust_streams
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, EventT
 
 
 class MedstreamConsumer(faust_aiokafka.Consumer):
@@ -91,3 +94,19 @@ def hold_until_known(app: faust.App, topics: Iterable[str]) -> None:
     transport = app.transport
     assert isinstance(transport, MedstreamTransport)
     transport.held_topics = frozenset(topics)
+
+
+@contextmanager
+def acting_for(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` Faust's current event for table reads and writes in this block.
+
+    Faust picks a table record's RocksDB partition and changelog partition from the event the
+    current task is processing; it sets that only while a stream iterates one event at a time.
+    Events handled in batches (``take_events``), and table writes put off to the batch's end,
+    name their event here instead.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)

@@ -108,6 +108,23 @@ class Settings(BaseSettings):
     log_level: str = Field(
         "info", description="MEDSTREAM_LOG_LEVEL: debug, info, warning or error."
     )
+    batch_max_events: int = Field(
+        500,
+        ge=1,
+        description=(
+            "MEDSTREAM_BATCH_MAX_EVENTS: most events an agent handles before it writes their "
+            "state and acknowledgements once for all of them."
+        ),
+    )
+    batch_window_ms: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        description=(
+            "MEDSTREAM_BATCH_WINDOW_MS: how long an agent gathers a batch when fewer than "
+            "MEDSTREAM_BATCH_MAX_EVENTS are waiting (adds at most this to each hop's latency)."
+        ),
+    )
 
     # --- The event contract ----------------------------------------------------------------
     output_encoding: OutputEncoding = Field(

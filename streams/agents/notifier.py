@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -73,6 +74,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A delivery whose in-flight mark is written, to start once that mark is durable."""
+
+    record: DeliveryRecord
+    event: Notifiable
+    channel: ContactChannel
+    contact: ContactPreferences
+    trace_context: tracing.Context | None
+
+
 @dataclass
 class Notifier:
     """Decides what to deliver where and when, and runs the deliveries in the background.
@@ -100,6 +112,8 @@ class Notifier:
     _suspects: dict[str, datetime] = field(default_factory=dict)
     _last_scan: datetime | None = None
     _semaphore: asyncio.Semaphore | None = None
+    # Deliveries planned by the current batch, started by start_planned at its end.
+    _planned: list[_Planned] = field(default_factory=list)
 
     # --- the agents' handlers -------------------------------------------------------------
 
@@ -209,16 +223,33 @@ class Notifier:
         record = DeliveryRecord.for_event(
             event, label, partition, LedgerStatus.IN_FLIGHT, started_at=self.clock()
         )
-        nid = record.notification_id
         self._write(record)
-        # The in-flight mark must be in the changelog before the person can be reached: after
-        # a crash it is what stops a second delivery.
-        await self.app.producer.flush()
         # The task outlives the event's span: it is handed the trace context explicitly.
-        trace_context = tracing.current_context()
-        task = asyncio.create_task(self._deliver(record, event, channel, contact, trace_context))
-        self.running[nid] = task
-        task.add_done_callback(lambda _task: self.running.pop(nid, None))
+        self._planned.append(_Planned(record, event, channel, contact, tracing.current_context()))
+
+    async def start_planned(self) -> None:
+        """At the end of a batch: start the deliveries its events planned.
+
+        Their in-flight marks must be in the changelog before anybody can be reached: after a
+        crash they are what stops a second delivery. One flush covers the whole batch.
+        """
+        if not self._planned:
+            return
+        planned, self._planned = self._planned, []
+        await self.app.producer.flush()
+        for delivery in planned:
+            nid = delivery.record.notification_id
+            task = asyncio.create_task(
+                self._deliver(
+                    delivery.record,
+                    delivery.event,
+                    delivery.channel,
+                    delivery.contact,
+                    delivery.trace_context,
+                )
+            )
+            self.running[nid] = task
+            task.add_done_callback(functools.partial(self._forget_finished, nid))
 
     async def _deliver(
         self,
@@ -290,6 +321,9 @@ class Notifier:
                     break
                 await asyncio.sleep(delays[attempts - 1])
         await self._finish(record, DeliveryStatus.FAILED, attempts, error)
+
+    def _forget_finished(self, nid: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(nid, None)
 
     def _limit(self) -> asyncio.Semaphore:
         if self._semaphore is None:
@@ -534,7 +568,7 @@ def install_notifier(
 
     @app.agent(alerts_topic, name="notify-alerts")
     async def notify_alerts(stream: faust.StreamT[Any]) -> None:
-        await alerts_intake.run(stream, notifier.handle)
+        await alerts_intake.run(stream, notifier.handle, notifier.start_planned)
 
     @app.agent(notifier.notifications_topic, name="record-deliveries")
     async def record_deliveries(stream: faust.StreamT[Any]) -> None:
@@ -542,7 +576,7 @@ def install_notifier(
 
     @app.agent(notifier.releases_topic, name="release-deferred-notifications")
     async def release_deferred(stream: faust.StreamT[Any]) -> None:
-        await releases_intake.run(stream, notifier.release)
+        await releases_intake.run(stream, notifier.release, notifier.start_planned)
 
     @app.timer(interval=1.0, on_leader=False)  # type: ignore[untyped-decorator]
     async def resume_notifications() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from faust.streams import current_event
 from faust.types import TableT
 
 from streams.agents.runtime import (
@@ -20,7 +22,14 @@ from streams.agents.runtime import (
     active_partitions,
     tables_recovered,
 )
-from streams.contracts.models import DoseMissed, Event, ReminderDue
+from streams.contracts.models import (
+    EVENT_MODELS,
+    DoseMissed,
+    Event,
+    InteractionWarning,
+    RefillAlert,
+    ReminderDue,
+)
 from streams.domain.dedup import Admission, SeenEvents, admit
 from streams.domain.patient import (
     PatientRules,
@@ -32,6 +41,8 @@ from streams.domain.patient import (
     reminder_for,
 )
 from streams.domain.reminder_queue import DueEntry, DueKind, ReminderQueue
+from streams.faust_transport import acting_for
+from streams.observability import tracing
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,26 +55,174 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+SEEN_KEY = "seen_events"
+OUTBOX_KEY = "outbox"
+
+
 def load_state(value: Any) -> PatientState:
     return PatientState() if not value else PatientState.model_validate(value)
 
 
-def dump_state(state: PatientState) -> dict[str, Any]:
-    return state.model_dump(mode="json", exclude_defaults=True)
+def load_seen(value: Any) -> SeenEvents:
+    return SeenEvents(dict(value[SEEN_KEY])) if value and SEEN_KEY in value else SeenEvents.empty()
+
+
+def load_outbox(value: Any) -> list[Event]:
+    if not value or not value.get(OUTBOX_KEY):
+        return []
+    return [EVENT_MODELS[item["event_type"]].model_validate(item) for item in value[OUTBOX_KEY]]
+
+
+def dump_record(
+    state: PatientState, seen: SeenEvents, outbox: Sequence[Event] = ()
+) -> dict[str, Any]:
+    """A patient's table record: the medication state, the event_ids it has seen, and the
+    outputs its last write caused that may not be acknowledged yet."""
+    record = state.model_dump(mode="json", exclude_defaults=True)
+    if seen.entries:
+        record[SEEN_KEY] = seen.entries
+    if outbox:
+        record[OUTBOX_KEY] = [output.model_dump(mode="json") for output in outbox]
+    return record
+
+
+@dataclass
+class _Staged:
+    """A patient's record as the current batches left it, not yet written to the table."""
+
+    state: PatientState
+    seen: SeenEvents
+    # The event the write is made for: it names the table partition to Faust.
+    source: faust.EventT[Any]
+    # What this batch's events of the patient caused, sent once the record is written, each
+    # with the trace context of the event that caused it.
+    outputs: list[tuple[Event, tracing.Context | None]] = field(default_factory=list)
 
 
 @dataclass
 class PatientStore:
-    """The two per-patient tables: event_ids seen, and the medication state."""
+    """The per-patient table, written back once per batch.
 
-    seen_events_by_patient: TableT[str, Any]
-    state_by_patient: TableT[str, Any]
+    One record per patient holds the medication state and the event_ids seen, so a batch
+    costs one table write per patient it touched, however many of its events it handled.
+    Reads see staged records first, so the agents of this worker see the latest state.
+
+    Outputs (alerts, warnings) are sent only after the record that caused them is written
+    and flushed to the changelog, so whoever receives one (the notifier of any worker) finds
+    the state behind it. The record keeps them in an outbox until the broker acknowledged
+    them: after a crash in between, the worker that takes the partition over sends them
+    again (same ids) from the outbox instead of their being lost.
+    """
+
+    app: faust.App
+    table: TableT[str, Any]
+    emitter: Emitter
+    output_topics: Mapping[str, faust.TopicT]
+    _staged: dict[str, _Staged] = field(default_factory=dict)
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def state(self, patient_id: str) -> PatientState:
-        return load_state(self.state_by_patient.get(patient_id))
+        staged = self._staged.get(patient_id)
+        if staged is not None:
+            return staged.state
+        return load_state(self.table.get(patient_id))
 
-    def save(self, patient_id: str, state: PatientState) -> None:
-        self.state_by_patient[patient_id] = dump_state(state)
+    def written_state(self, patient_id: str) -> PatientState:
+        """The state as written to the table, without what the current batches staged.
+
+        What the timer sends must follow from written state only: a reminder based on a
+        staged record could reach the notifier of another worker before that record does.
+        """
+        return load_state(self.table.get(patient_id))
+
+    def seen(self, patient_id: str) -> SeenEvents:
+        staged = self._staged.get(patient_id)
+        if staged is not None:
+            return staged.seen
+        return load_seen(self.table.get(patient_id))
+
+    def stage(
+        self,
+        patient_id: str,
+        state: PatientState,
+        *,
+        seen: SeenEvents | None = None,
+        outputs: Iterable[Event] = (),
+    ) -> None:
+        """Keep the patient's new record, and what it causes, until the next ``write_back``
+        (while Faust's current event is the one whose handling changed it)."""
+        source = current_event()
+        if source is None:
+            raise RuntimeError("a patient record is staged only while an event is handled")
+        previous = self._staged.get(patient_id)
+        self._staged[patient_id] = _Staged(
+            state=state,
+            seen=seen if seen is not None else self.seen(patient_id),
+            source=source,
+            outputs=[
+                *(previous.outputs if previous else ()),
+                *((output, tracing.current_context()) for output in outputs),
+            ],
+        )
+
+    async def write_back(self) -> None:
+        """Write every staged record, then send the outputs behind them.
+
+        Two round trips per batch, whatever its size: the changelog flush, and the outputs'
+        acknowledgements. A record with outputs is written a second time, without its
+        outbox, once they are acknowledged.
+        """
+        async with self._writing:
+            staged_records, self._staged = self._staged, {}
+            if not staged_records:
+                return
+            for patient_id, staged in staged_records.items():
+                with acting_for(staged.source):
+                    self.table[patient_id] = dump_record(
+                        staged.state, staged.seen, [output for output, _ in staged.outputs]
+                    )
+            with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
+            if not with_outputs:
+                return
+            await self.app.producer.flush()
+            await self._send(
+                [output for staged in with_outputs.values() for output in staged.outputs]
+            )
+            for patient_id, staged in with_outputs.items():
+                if patient_id in self._staged:
+                    continue  # staged again meanwhile: that write replaces the outbox
+                with acting_for(staged.source):
+                    self.table[patient_id] = dump_record(staged.state, staged.seen)
+
+    async def send_outboxes(self, partitions: Collection[int]) -> int:
+        """Send again what records of these partitions still hold in their outbox (after a
+        rebalance: their writer may have crashed before the broker acknowledged them)."""
+        outputs = [
+            (output, None)
+            for _patient_id, value in self.table.items()
+            if value and value.get(OUTBOX_KEY) and value.get("partition") in partitions
+            for output in load_outbox(value)
+        ]
+        await self._send(outputs)
+        return len(outputs)
+
+    async def _send(self, outputs: Sequence[tuple[Event, tracing.Context | None]]) -> None:
+        sent = []
+        for output, context in outputs:
+            with tracing.within(context):
+                sent.append(await self.emitter.emit(self.output_topics[output.event_type], output))
+        for each in sent:
+            await self.emitter.send_confirmed(
+                each.topic, each.event, f"{each.event.event_type} output", sent=each
+            )
+
+    def items(self) -> Iterator[tuple[str, PatientState]]:
+        """Every patient of this worker's table, with staged records in place of written ones."""
+        for patient_id, value in self.table.items():
+            if patient_id not in self._staged:
+                yield patient_id, load_state(value)
+        for patient_id, staged in self._staged.items():
+            yield patient_id, staged.state
 
 
 @dataclass
@@ -73,16 +232,12 @@ class PatientEventProcessor:
     settings: Settings
     store: PatientStore
     rules: PatientRules
-    emitter: Emitter
-    refill_alerts_topic: faust.TopicT
-    interaction_warnings_topic: faust.TopicT
     queue: ReminderQueue
     clock: Clock = utc_now
 
     async def handle(self, event: Event, partition: int) -> Outcome:
-        seen = self.store.seen_events_by_patient.get(event.patient_id)
-        admission, updated = admit(
-            SeenEvents.empty() if not seen else SeenEvents(dict(seen)),
+        admission, seen = admit(
+            self.store.seen(event.patient_id),
             event.event_id,
             int(event.occurred_at.timestamp() * 1000),
             retention_ms=self.settings.dedup_retention_days * MILLIS_PER_DAY,
@@ -98,14 +253,13 @@ class PatientEventProcessor:
         now = self.clock()
         effects = apply_input(self.store.state(event.patient_id), event, self.rules, now)
         state = effects.state.model_copy(update={"partition": partition})
-        # Outputs are acknowledged before the event is marked as seen: after a crash between
-        # the two, the event is applied again (same ids) instead of its alerts being lost.
-        for alert in effects.refill_alerts:
-            await self.emitter.emit(self.refill_alerts_topic, alert, wait=True)
-        for warning in effects.interaction_warnings:
-            await self.emitter.emit(self.interaction_warnings_topic, warning, wait=True)
-        self.store.save(event.patient_id, state)
-        self.store.seen_events_by_patient[event.patient_id] = updated.entries
+        # Sent once the new state is written: see PatientStore.
+        self.store.stage(
+            event.patient_id,
+            state,
+            seen=seen,
+            outputs=[*effects.refill_alerts, *effects.interaction_warnings],
+        )
         for medication_id in effects.replan:
             self.queue.plan_reminder(
                 state,
@@ -144,7 +298,7 @@ class ReminderRecorder:
                 return Outcome.DUPLICATE
         else:  # the intake admits only the two types above on this topic
             raise TypeError(type(event).__name__)
-        self.store.save(event.patient_id, updated.model_copy(update={"partition": partition}))
+        self.store.stage(event.patient_id, updated.model_copy(update={"partition": partition}))
         return Outcome.PROCESSED
 
 
@@ -179,14 +333,14 @@ class ReminderTimer:
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, self.input_topic_name)
 
-    def replan_if_reassigned(self) -> None:
+    def replan_if_reassigned(self) -> set[int] | None:
+        """Rebuild the plan after a rebalance; returns the active partitions if it did."""
         generation = self.app.consumer_generation_id
         if generation == self._planned_generation:
-            return
+            return None
         active = self.active_partitions()
         patients = []
-        for patient_id, value in self.store.state_by_patient.items():
-            state = load_state(value)
+        for patient_id, state in self.store.items():
             if state.partition in active:
                 patients.append((patient_id, state))
         self.queue.rebuild(patients, self.clock(), self.catch_up, self.grace)
@@ -198,15 +352,21 @@ class ReminderTimer:
             len(patients),
             len(self.queue),
         )
+        return active
 
     async def tick(self) -> None:
         if not self.ready():
             return
         try:
-            self.replan_if_reassigned()
+            replanned = self.replan_if_reassigned()
+            if replanned is not None:
+                resent = await self.store.send_outboxes(replanned)
+                if resent:
+                    log.info("sent %d outputs again from outboxes after a rebalance", resent)
         except Exception:
             # An exception escaping a Faust timer stops the worker; retry on the next tick.
             log.exception("rebuilding the reminder plan failed; retrying")
+            self._planned_generation = None
             return
         now = self.clock()
         for entry in self.queue.pop_due(now):
@@ -225,7 +385,7 @@ class ReminderTimer:
                 return
 
     async def _fire(self, entry: DueEntry, now: datetime) -> None:
-        state = self.store.state(entry.patient_id)
+        state = self.store.written_state(entry.patient_id)
         if state.partition not in self.active_partitions():
             return  # moved to another worker
         if entry.kind is DueKind.REMINDER:
@@ -267,16 +427,24 @@ class ReminderTimer:
         self._missed_pending.discard(reminder_id)
 
 
-def declare_patient_tables(app: faust.App, settings: Settings) -> PatientStore:
-    """The per-patient tables. They declare no key or value type: records are plain JSON
+def declare_patient_tables(
+    app: faust.App,
+    settings: Settings,
+    emitter: Emitter,
+    *,
+    refill_alerts_topic: faust.TopicT,
+    interaction_warnings_topic: faust.TopicT,
+) -> PatientStore:
+    """The per-patient table. It declares no key or value type: records are plain JSON
     (Faust's default codec), validated into PatientState when read."""
     return PatientStore(
-        seen_events_by_patient=app.Table(
-            "seen-events-by-patient", default=None, partitions=settings.topic_partitions
-        ),
-        state_by_patient=app.Table(
-            "state-by-patient", default=None, partitions=settings.topic_partitions
-        ),
+        app=app,
+        table=app.Table("state-by-patient", default=None, partitions=settings.topic_partitions),
+        emitter=emitter,
+        output_topics={
+            RefillAlert.EVENT_TYPE: refill_alerts_topic,
+            InteractionWarning.EVENT_TYPE: interaction_warnings_topic,
+        },
     )
 
 
@@ -297,28 +465,25 @@ def install_patient_agents(
     input_topic: faust.TopicT,
     input_topic_name: str,
     reminders_topic: faust.TopicT,
-    refill_alerts_topic: faust.TopicT,
-    interaction_warnings_topic: faust.TopicT,
     intake: Intake,
     reminders_intake: Intake,
     rules: PatientRules,
     store: PatientStore,
     notify: Handler | None = None,
+    notify_batch_end: Callable[[], Awaitable[None]] | None = None,
     clock: Clock = utc_now,
 ) -> PatientAgents:
     """Declare the two agents and the timer.
 
-    ``notify`` receives every ReminderDue and DoseMissed once recorded (the notifier): one
-    agent per topic, because two agents on one topic race for its offsets.
+    ``notify`` receives every ReminderDue and DoseMissed once recorded (the notifier), and
+    ``notify_batch_end`` is called at the end of each batch: one agent per topic, because two
+    agents on one topic race for its offsets.
     """
     queue = ReminderQueue()
     processor = PatientEventProcessor(
         settings=settings,
         store=store,
         rules=rules,
-        emitter=intake.emitter,
-        refill_alerts_topic=refill_alerts_topic,
-        interaction_warnings_topic=interaction_warnings_topic,
         queue=queue,
         clock=clock,
     )
@@ -344,13 +509,18 @@ def install_patient_agents(
             await notify(event, partition)
         return outcome
 
+    async def finish_recording() -> None:
+        await store.write_back()
+        if notify_batch_end is not None:
+            await notify_batch_end()
+
     @app.agent(input_topic, name="apply-patient-events")
     async def apply_patient_events(stream: faust.StreamT[Any]) -> None:
-        await intake.run(stream, processor.handle)
+        await intake.run(stream, processor.handle, store.write_back)
 
     @app.agent(reminders_topic, name="record-reminders")
     async def record_reminders(stream: faust.StreamT[Any]) -> None:
-        await reminders_intake.run(stream, record)
+        await reminders_intake.run(stream, record, finish_recording)
 
     @app.timer(interval=settings.reminder_tick_seconds, on_leader=False)  # type: ignore[untyped-decorator]
     async def fire_due_reminders() -> None:

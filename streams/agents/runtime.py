@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -22,8 +22,9 @@ from streams.contracts.codecs import (
     SchemaNotCachedError,
 )
 from streams.contracts.dead_letters import build_dead_letter
-from streams.contracts.models import DeadLetter, Event
+from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
+from streams.faust_transport import acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.stats import PipelineStats
@@ -31,8 +32,8 @@ from streams.stats import PipelineStats
 log = logging.getLogger(__name__)
 
 REGISTRY_ATTEMPTS = 4
-DEAD_LETTER_RETRY_FIRST = 0.5
-DEAD_LETTER_RETRY_CAP = 10.0
+SEND_RETRY_FIRST = 0.5
+SEND_RETRY_CAP = 10.0
 
 
 class ProcessingError(ContractError):
@@ -60,6 +61,14 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+class Settled(StrEnum):
+    """What became of an event, as counted in the stats."""
+
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
 def tables_recovered(app: faust.App) -> bool:
     """No rebalance under way and table recovery done: until then the tables are incomplete."""
     recovery = app.tables.recovery  # type: ignore[attr-defined]
@@ -75,6 +84,15 @@ def active_partitions(app: faust.App, topic: str) -> set[int]:
 Handler = Callable[[Event, int], Awaitable[Outcome]]
 
 
+@dataclass(frozen=True)
+class Sent:
+    """An event handed to the producer, and the broker's acknowledgement to come."""
+
+    topic: faust.TopicT
+    event: Event
+    acknowledged: Awaitable[Any]
+
+
 class Emitter:
     """Encodes events and sends them keyed by patient_id, counting what it produced."""
 
@@ -85,7 +103,7 @@ class Emitter:
         self.stats = stats
         self.metrics = metrics
 
-    async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
+    async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
         """Send now; with ``wait`` return only once the broker acknowledged the record.
 
         ``force=True`` skips Faust's attachments, which would hold the send until the source
@@ -101,17 +119,51 @@ class Emitter:
             )
             if wait:
                 await future
-        self.stats.produced[topic.get_topic_name()] += 1
+        self.stats.produced[name] += 1
         if self.metrics is not None:
-            self.metrics.produced(topic.get_topic_name())
+            self.metrics.produced(name)
+        return Sent(topic, event, future)
+
+    async def send_confirmed(
+        self, topic: faust.TopicT, event: Event, what: str, *, sent: Sent | None = None
+    ) -> None:
+        """Send ``event`` (unless ``sent`` is its send already under way) and return once the
+        broker acknowledged it, sending it again until it does.
+
+        Giving up would let an offset move past an event whose output is stored nowhere, so
+        the caller (and its partition's stream) waits, and the log says why. ``what`` names
+        the record in that log line; it must not carry patient data.
+        """
+        delay = SEND_RETRY_FIRST
+        pending = sent
+        while True:
+            try:
+                if pending is None:
+                    pending = await self.emit(topic, event)
+                await pending.acknowledged
+                return
+            except KafkaError as error:
+                log.error(
+                    "%s not stored (%s); sending again in %.1fs, the stream waits",
+                    what,
+                    type(error).__name__,
+                    delay,
+                )
+                pending = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SEND_RETRY_CAP)
 
 
 @dataclass
 class Intake:
     """Runs an input agent's handler on each record; whatever fails goes to dead-letters.
 
-    The next record is read only after the current one was handled or its dead letter was
-    acknowledged by the broker, so an offset never moves past an event that is neither.
+    Records come in batches (up to ``batch_max_events``, or what arrived within
+    ``batch_window_seconds``): the handler sees them one by one, then ``finish_batch`` makes
+    their effects durable once for the whole batch (table writes, acknowledgements). Faust
+    acknowledges a batch's records only after that, and a dead letter is acknowledged by the
+    broker before the next record is handled, so an offset never moves past an event that was
+    neither processed nor dead-lettered.
     """
 
     decoder: EventDecoder
@@ -122,10 +174,42 @@ class Intake:
     registry: SchemaRegistry | None = None
     metrics: Metrics | None = None
     agent: str = "agent"
+    batch_max_events: int = 500
+    batch_window_seconds: float = 0.01
+    # What the current batch's events came to, counted once the batch is durable.
+    _settled: list[tuple[Settled, str]] = field(default_factory=list)
 
-    async def run(self, stream: faust.StreamT[Any], handler: Handler) -> None:
-        async for record in stream.events():
-            await self.handle_record(record, handler)
+    async def run(
+        self,
+        stream: faust.StreamT[Any],
+        handler: Handler,
+        finish_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        # StreamT does not declare take_events; faust.Stream has it (faust-streaming >= 0.10).
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            self.batch_max_events, self.batch_window_seconds
+        )
+        async for batch in batches:
+            for record in batch:
+                with acting_for(record):
+                    await self.handle_record(record, handler)
+            if finish_batch is not None:
+                await finish_batch()
+            self._count_settled()
+
+    def _count_settled(self) -> None:
+        for settled, name in self._settled:
+            if settled is Settled.PROCESSED:
+                self.stats.processed[name] += 1
+            elif settled is Settled.DUPLICATE:
+                self.stats.duplicates[name] += 1
+                if self.metrics is not None:
+                    self.metrics.duplicate(name)
+            else:
+                self.stats.dead_lettered[name] += 1
+                if self.metrics is not None:
+                    self.metrics.dead_lettered(name)
+        self._settled.clear()
 
     async def handle_record(self, record: faust.EventT[Any], handler: Handler) -> None:
         message = record.message
@@ -180,12 +264,12 @@ class Intake:
             return
         if self.metrics is not None:
             self.metrics.observe_processing(self.agent, time.perf_counter() - started)
-        if outcome is Outcome.DUPLICATE:
-            self.stats.duplicates[event.event_type] += 1
-            if self.metrics is not None:
-                self.metrics.duplicate(event.event_type)
-        else:
-            self.stats.processed[event.event_type] += 1
+        self._settled.append(
+            (
+                Settled.DUPLICATE if outcome is Outcome.DUPLICATE else Settled.PROCESSED,
+                event.event_type,
+            )
+        )
 
     async def _decode(self, value: bytes | None, topic: str) -> Event:
         allowed = self.allowed_types.get(topic)
@@ -202,27 +286,6 @@ class Intake:
                         raise RegistryUnavailableError(str(error)) from None
                     await asyncio.sleep(0.5 * 2**attempt)
         raise RegistryUnavailableError("schema registry gave no schema")
-
-    async def _store_dead_letter(self, dead_letter: DeadLetter) -> None:
-        """Send until the broker acknowledges it: giving up would move the offset past an
-        event stored nowhere. Meanwhile this partition's stream waits, and the log says why."""
-        delay = DEAD_LETTER_RETRY_FIRST
-        while True:
-            try:
-                await self.emitter.emit(self.dead_letters_topic, dead_letter, wait=True)
-                return
-            except KafkaError as error:
-                log.error(
-                    "dead letter not stored (%s); retrying in %.1fs, the stream waits: "
-                    "topic=%s partition=%s offset=%s",
-                    type(error).__name__,
-                    delay,
-                    dead_letter.original_topic,
-                    dead_letter.partition,
-                    dead_letter.offset,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, DEAD_LETTER_RETRY_CAP)
 
     async def _dead_letter(self, message: Any, error_type: str, error_message: str) -> None:
         dead_letter = build_dead_letter(
@@ -244,7 +307,10 @@ class Intake:
             error_type,
             dead_letter.error_message,
         )
-        await self._store_dead_letter(dead_letter)
-        self.stats.dead_lettered[error_type] += 1
-        if self.metrics is not None:
-            self.metrics.dead_lettered(error_type)
+        await self.emitter.send_confirmed(
+            self.dead_letters_topic,
+            dead_letter,
+            f"dead letter of {dead_letter.original_topic} partition {dead_letter.partition} "
+            f"offset {dead_letter.offset}",
+        )
+        self._settled.append((Settled.DEAD_LETTERED, error_type))

@@ -30,6 +30,7 @@ __all__ = [
     "span",
     "tracer",
     "use_tracer_provider",
+    "within",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,19 @@ def inject_http_headers(headers: MutableMapping[str, str], context: Context | No
 def current_context() -> Context:
     """The active trace context, to hand to a task that outlives the current span."""
     return otel_context.get_current()
+
+
+@contextmanager
+def within(context: Context | None) -> Iterator[None]:
+    """Make ``context`` (captured with :func:`current_context`) current in this block."""
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 @contextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import faust
 import pytest
 
+from streams.agents.runtime import Sent
 from streams.app import Medstream, create_app
 from streams.contracts.models import Event
 from streams.settings import Settings
@@ -25,6 +27,13 @@ def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
     )
     monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
     monkeypatch.setattr(app.notifier, "clock", lambda: NOW)
+
+    async def flushed() -> None:
+        # The producer does not run in a test context; what it would send is the changelog
+        # (the in-memory tables are already written) and the captured emits.
+        return None
+
+    monkeypatch.setattr(app.app.producer, "flush", flushed)
     return app
 
 
@@ -32,12 +41,15 @@ def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
 def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
     """What the agents publish, as (topic name, event), in order."""
     sent: Emitted = []
-    emitter = medstream.patients.processor.emitter
+    emitter = medstream.patients.store.emitter
     assert medstream.patients.timer.emitter is emitter
 
-    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> None:
+    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
         sent.append((topic.get_topic_name(), event))
         emitter.stats.produced[topic.get_topic_name()] += 1
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return Sent(topic, event, acknowledged)
 
     monkeypatch.setattr(emitter, "emit", emit)
     return sent

@@ -241,7 +241,7 @@ async def test_a_recorded_reminder_opens_a_slot_and_a_missed_dose_closes_it(
     rid = reminder_id("p1", "m1", SLOT)
     due = reminder_for(state(medstream), "p1", "m1", SLOT, rid)
     assert due is not None
-    encode: Callable[[Event], bytes] = medstream.patients.processor.emitter.encoder.encode
+    encode: Callable[[Event], bytes] = medstream.patients.store.emitter.encoder.encode
     queue = medstream.patients.recorder.queue
     queue.clear()
 
@@ -323,7 +323,7 @@ async def test_a_reminder_for_a_drug_discontinued_meanwhile_opens_no_slot(
     async with feeding(medstream, "apply-patient-events") as feed:
         stop = event("MedicationDiscontinued", "e-stop", medication_id="m1")
         await feed.put("medication-events", encoded(stop), partition=2)
-    encode = medstream.patients.processor.emitter.encoder.encode
+    encode = medstream.patients.store.emitter.encoder.encode
     async with feeding(medstream, "record-reminders") as feed:
         await feed.put("medication-reminders", encode(due), partition=2)
 
