@@ -120,12 +120,27 @@ class PatientStore:
     output_topics: Mapping[str, faust.TopicT]
     _staged: dict[str, _Staged] = field(default_factory=dict)
     _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Records read since the last write_back, parsed: an event reads its patient's state and
+    # seen ids, and a table read (RocksDB get and JSON decode) costs more than the handling.
+    _read: dict[str, tuple[PatientState, SeenEvents]] = field(default_factory=dict)
+    _read_generation: int | None = None
+
+    def _written(self, patient_id: str) -> tuple[PatientState, SeenEvents]:
+        if self._read_generation != self.app.consumer_generation_id:
+            # A rebalance may have recovered other writers' records into the table.
+            self._read.clear()
+            self._read_generation = self.app.consumer_generation_id
+        record = self._read.get(patient_id)
+        if record is None:
+            value = self.table.get(patient_id)
+            record = self._read[patient_id] = (load_state(value), load_seen(value))
+        return record
 
     def state(self, patient_id: str) -> PatientState:
         staged = self._staged.get(patient_id)
         if staged is not None:
             return staged.state
-        return load_state(self.table.get(patient_id))
+        return self._written(patient_id)[0]
 
     def written_state(self, patient_id: str) -> PatientState:
         """The state as written to the table, without what the current batches staged.
@@ -139,7 +154,7 @@ class PatientStore:
         staged = self._staged.get(patient_id)
         if staged is not None:
             return staged.seen
-        return load_seen(self.table.get(patient_id))
+        return self._written(patient_id)[1]
 
     def stage(
         self,
@@ -174,6 +189,7 @@ class PatientStore:
         """
         async with self._writing:
             staged_records, self._staged = self._staged, {}
+            self._read.clear()
             if not staged_records:
                 return
             for patient_id, staged in staged_records.items():
@@ -369,9 +385,10 @@ class ReminderTimer:
             self._planned_generation = None
             return
         now = self.clock()
+        active = self.active_partitions()
         for entry in self.queue.pop_due(now):
             try:
-                await self._fire(entry, now)
+                await self._fire(entry, now, active)
             except Exception:
                 # Put it back: a failed send must not lose a reminder.
                 log.exception("reminder entry failed; retrying on the next tick")
@@ -384,9 +401,9 @@ class ReminderTimer:
                 )
                 return
 
-    async def _fire(self, entry: DueEntry, now: datetime) -> None:
+    async def _fire(self, entry: DueEntry, now: datetime, active: set[int]) -> None:
         state = self.store.written_state(entry.patient_id)
-        if state.partition not in self.active_partitions():
+        if state.partition not in active:
             return  # moved to another worker
         if entry.kind is DueKind.REMINDER:
             reminder = reminder_for(
