@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +43,13 @@ from streams.domain.patient import (
     record_reminder,
     reminder_for,
 )
-from streams.domain.reminder_queue import DueEntry, DueKind, ReminderQueue
+from streams.domain.reminder_queue import (
+    DueEntry,
+    DueKind,
+    ReminderQueue,
+    first_slot_to_remind,
+)
+from streams.domain.schedule import reminder_id
 from streams.faust_transport import acting_for
 from streams.observability import tracing
 from streams.settings import Settings
@@ -118,6 +127,8 @@ class PatientStore:
     table: TableT[str, Any]
     emitter: Emitter
     output_topics: Mapping[str, faust.TopicT]
+    # Told the id of each patient whose record a write-back changed.
+    on_written: list[Callable[[str], None]] = field(default_factory=list)
     _staged: dict[str, _Staged] = field(default_factory=dict)
     _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Records read since the last write_back, parsed: an event reads its patient's state and
@@ -197,6 +208,9 @@ class PatientStore:
                     self.table[patient_id] = dump_record(
                         staged.state, staged.seen, [output for output, _ in staged.outputs]
                     )
+            for patient_id in staged_records:
+                for listener in self.on_written:
+                    listener(patient_id)
             with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
             if not with_outputs:
                 return
@@ -318,9 +332,34 @@ class ReminderRecorder:
         return Outcome.PROCESSED
 
 
+# Due entries are decided this far ahead from the written state, so that a crowd of reminders
+# due in the same second (everyone's 08:00 dose) costs only its sends when the second comes.
+PREPARE_AHEAD = timedelta(minutes=2)
+# Share of each tick the timer may spend deciding entries ahead; the agents need the rest.
+PREPARE_SHARE = 0.4
+
+
+@dataclass(eq=False)
+class _Prepared:
+    """A due entry decided ahead of its time; valid until the patient's record is written."""
+
+    entry: DueEntry
+    partition: int | None
+    # What to send when it comes due (None: nothing).
+    output: ReminderDue | DoseMissed | None
+    # A reminder's next slot, as planned when it fires on time.
+    next_slot: datetime | None = None
+    stale: bool = False
+
+
 @dataclass
 class ReminderTimer:
-    """Runs on every worker: emits what is due for the patients of its active partitions."""
+    """Runs on every worker: emits what is due for the patients of its active partitions.
+
+    Entries due within ``PREPARE_AHEAD`` are decided early, in a bounded share of each tick;
+    when they come due only their sends remain. A write of the patient's record in between
+    makes a decided entry stale: it is decided again when due, from the new state.
+    """
 
     app: faust.App
     settings: Settings
@@ -333,6 +372,10 @@ class ReminderTimer:
     _planned_generation: int | None = None
     # Missed doses emitted but not yet recorded by the recorder: never emitted twice meanwhile.
     _missed_pending: set[str] = field(default_factory=set)
+    # Entries decided ahead, by due time, and by patient (to mark them stale).
+    _prepared: list[tuple[datetime, int, _Prepared]] = field(default_factory=list)
+    _prepared_by_patient: dict[str, list[_Prepared]] = field(default_factory=dict)
+    _prepared_sequence: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def grace(self) -> timedelta:
@@ -349,6 +392,11 @@ class ReminderTimer:
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, self.input_topic_name)
 
+    def record_written(self, patient_id: str) -> None:
+        """The patient's record changed: what was decided from the old one is decided again."""
+        for prepared in self._prepared_by_patient.pop(patient_id, ()):
+            prepared.stale = True
+
     def replan_if_reassigned(self) -> set[int] | None:
         """Rebuild the plan after a rebalance; returns the active partitions if it did."""
         generation = self.app.consumer_generation_id
@@ -360,6 +408,8 @@ class ReminderTimer:
             if state.partition in active:
                 patients.append((patient_id, state))
         self.queue.rebuild(patients, self.clock(), self.catch_up, self.grace)
+        self._prepared.clear()
+        self._prepared_by_patient.clear()
         self._missed_pending.clear()
         self._planned_generation = generation
         log.info(
@@ -384,64 +434,118 @@ class ReminderTimer:
             log.exception("rebuilding the reminder plan failed; retrying")
             self._planned_generation = None
             return
+        started = time.perf_counter()
         now = self.clock()
         active = self.active_partitions()
-        for entry in self.queue.pop_due(now):
+        due: list[_Prepared] = []
+        while self._prepared and self._prepared[0][0] <= now:
+            due.append(heapq.heappop(self._prepared)[2])
+        due.extend(self._decide(entry) for entry in self.queue.pop_due(now))
+        for index, prepared in enumerate(due):
             try:
-                await self._fire(entry, now, active)
+                await self._fire(prepared, now, active)
             except Exception:
-                # Put it back: a failed send must not lose a reminder.
+                # Put them back: a failed send must not lose a reminder.
                 log.exception("reminder entry failed; retrying on the next tick")
-                self.queue.push(
-                    entry.due_at,
-                    entry.kind,
-                    entry.patient_id,
-                    entry.medication_id,
-                    entry.reminder_id,
-                )
+                for entry in due[index:]:
+                    self._requeue(entry.entry)
                 return
+        self._prepare_ahead(now, started)
 
-    async def _fire(self, entry: DueEntry, now: datetime, active: set[int]) -> None:
+    def _prepare_ahead(self, now: datetime, started: float) -> None:
+        budget = self.settings.reminder_tick_seconds * PREPARE_SHARE
+        horizon = now + PREPARE_AHEAD
+        while time.perf_counter() - started < budget:
+            entry = self.queue.pop_next(horizon)
+            if entry is None:
+                return
+            prepared = self._decide(entry)
+            heapq.heappush(self._prepared, (entry.due_at, next(self._prepared_sequence), prepared))
+            self._prepared_by_patient.setdefault(entry.patient_id, []).append(prepared)
+
+    def _decide(self, entry: DueEntry) -> _Prepared:
         state = self.store.written_state(entry.patient_id)
-        if state.partition not in active:
+        if entry.kind is DueKind.MISSED_CHECK:
+            missed = missed_dose_for(state, entry.patient_id, entry.reminder_id, self.grace)
+            return _Prepared(entry, state.partition, missed)
+        reminder = reminder_for(
+            state, entry.patient_id, entry.medication_id, entry.due_at, entry.reminder_id
+        )
+        return _Prepared(
+            entry,
+            state.partition,
+            reminder,
+            first_slot_to_remind(
+                _emitted_up_to(state, entry.medication_id, entry.due_at),
+                entry.medication_id,
+                entry.due_at,
+                self.catch_up,
+            ),
+        )
+
+    async def _fire(self, prepared: _Prepared, now: datetime, active: set[int]) -> None:
+        entry = prepared.entry
+        if prepared.stale:
+            prepared = self._decide(entry)
+        self._forget_prepared(prepared)
+        if prepared.partition not in active:
             return  # moved to another worker
         if entry.kind is DueKind.REMINDER:
-            reminder = reminder_for(
-                state, entry.patient_id, entry.medication_id, entry.due_at, entry.reminder_id
-            )
-            if reminder is not None:
-                await self.emitter.emit(self.reminders_topic, reminder)
+            if prepared.output is not None:
+                await self.emitter.emit(self.reminders_topic, prepared.output)
             # The next slot of this schedule, strictly after the one just handled.
-            self.queue.plan_reminder(
-                state.model_copy(
-                    update={
-                        "schedules": {
-                            **state.schedules,
-                            **(
-                                {
-                                    entry.medication_id: state.schedules[
-                                        entry.medication_id
-                                    ].model_copy(update={"last_emitted": entry.due_at})
-                                }
-                                if entry.medication_id in state.schedules
-                                else {}
-                            ),
-                        }
-                    }
-                ),
-                entry.patient_id,
-                entry.medication_id,
-                now,
-                self.catch_up,
-            )
-        elif entry.reminder_id not in self._missed_pending:
-            missed = missed_dose_for(state, entry.patient_id, entry.reminder_id, self.grace)
-            if missed is not None:
-                await self.emitter.emit(self.reminders_topic, missed)
-                self._missed_pending.add(entry.reminder_id)
+            next_slot = prepared.next_slot
+            if now - entry.due_at > self.catch_up:
+                # Fired late: the catch-up window moved on since it was decided.
+                state = _emitted_up_to(
+                    self.store.written_state(entry.patient_id), entry.medication_id, entry.due_at
+                )
+                next_slot = first_slot_to_remind(state, entry.medication_id, now, self.catch_up)
+            if next_slot is not None:
+                self.queue.push(
+                    next_slot,
+                    DueKind.REMINDER,
+                    entry.patient_id,
+                    entry.medication_id,
+                    reminder_id(entry.patient_id, entry.medication_id, next_slot),
+                )
+        elif prepared.output is not None and entry.reminder_id not in self._missed_pending:
+            await self.emitter.emit(self.reminders_topic, prepared.output)
+            self._missed_pending.add(entry.reminder_id)
+
+    def _forget_prepared(self, prepared: _Prepared) -> None:
+        siblings = self._prepared_by_patient.get(prepared.entry.patient_id)
+        if siblings is None:
+            return
+        for index, sibling in enumerate(siblings):
+            if sibling.entry is prepared.entry:
+                del siblings[index]
+                break
+        if not siblings:
+            del self._prepared_by_patient[prepared.entry.patient_id]
+
+    def _requeue(self, entry: DueEntry) -> None:
+        self.queue.push(
+            entry.due_at, entry.kind, entry.patient_id, entry.medication_id, entry.reminder_id
+        )
 
     def forget_recorded_missed(self, reminder_id: str) -> None:
         self._missed_pending.discard(reminder_id)
+
+
+def _emitted_up_to(state: PatientState, medication_id: str, slot: datetime) -> PatientState:
+    """The state as if the schedule's reminders were emitted up to ``slot``."""
+    schedule = state.schedules.get(medication_id)
+    if schedule is None:
+        return state
+    return state.model_copy(
+        update={
+            "schedules": {
+                **state.schedules,
+                medication_id: schedule.model_copy(update={"last_emitted": slot}),
+            }
+        }
+    )
 
 
 def declare_patient_tables(
@@ -515,6 +619,8 @@ def install_patient_agents(
         queue=queue,
         clock=clock,
     )
+
+    store.on_written.append(timer.record_written)
 
     async def record(event: Event, partition: int) -> Outcome:
         outcome = await recorder.handle(event, partition)

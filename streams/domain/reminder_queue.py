@@ -127,6 +127,12 @@ class ReminderQueue:
     def next_due(self) -> datetime | None:
         return self._heap[0].due_at if self._heap else None
 
+    def pop_next(self, before: datetime) -> DueEntry | None:
+        """The earliest entry if it is due at or before ``before``, else None."""
+        if self._heap and self._heap[0].due_at <= before:
+            return heapq.heappop(self._heap)
+        return None
+
     def pop_due(self, now: datetime) -> list[DueEntry]:
         """Every entry due at or before ``now``, earliest first."""
         due = []

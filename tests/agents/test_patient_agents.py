@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams.app import Medstream
-from streams.contracts.models import DeadLetter, DoseMissed, Event, InteractionWarning, RefillAlert
+from streams.contracts.models import (
+    DeadLetter,
+    DoseMissed,
+    Event,
+    InteractionWarning,
+    RefillAlert,
+    ReminderDue,
+)
 from streams.domain.patient import PatientState, missed_dose_for, reminder_for
 from streams.domain.reminder_queue import DueKind
 from streams.domain.schedule import reminder_id
@@ -335,3 +342,60 @@ async def test_a_reminder_for_a_drug_discontinued_meanwhile_opens_no_slot(
     assert [(event.status, event.error) for _topic, event in emitted] == [
         ("suppressed", "the medication was discontinued")
     ]
+
+
+# --- the reminder timer ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def timer_at(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The timer as a worker owning partition 2 runs it; set element 0 to move its clock."""
+    timer = medstream.patients.timer
+    clock = [NOW]
+    monkeypatch.setattr(timer, "ready", lambda: True)
+    monkeypatch.setattr(timer, "active_partitions", lambda: {2})
+    monkeypatch.setattr(timer, "clock", lambda: clock[0])
+    return clock
+
+
+async def test_a_reminder_decided_ahead_is_sent_at_its_slot_and_the_next_one_planned(
+    medstream: Medstream, emitted: Emitted, timer_at: list[datetime]
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+    timer = medstream.patients.timer
+    timer_at[0] = SLOT - timedelta(minutes=1)
+    await timer.tick()
+    # Decided a minute ahead, sent only when due.
+    assert emitted == []
+    assert len(timer.queue) == 0
+    timer_at[0] = SLOT - timedelta(seconds=1)
+    await timer.tick()
+    assert emitted == []
+    timer_at[0] = SLOT
+    await timer.tick()
+
+    [(topic, reminder)] = of_type(emitted, ReminderDue)
+    assert topic == "medication-reminders"
+    assert (reminder.reminder_id, reminder.scheduled_for) == (reminder_id("p1", "m1", SLOT), SLOT)
+    assert reminder.medication_name == "Metformin 500 mg tablet"
+    assert timer.queue.next_due() == SLOT.replace(hour=20)
+
+
+async def test_a_reminder_decided_ahead_is_decided_again_when_the_record_changes(
+    medstream: Medstream, emitted: Emitted, timer_at: list[datetime]
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+    timer = medstream.patients.timer
+    timer_at[0] = SLOT - timedelta(minutes=1)
+    await timer.tick()
+    # Stopped after the reminder was decided, before it was due.
+    async with feeding(medstream, "apply-patient-events") as feed:
+        stop = event("MedicationDiscontinued", "e-stop", medication_id="m1")
+        await feed.put("medication-events", encoded(stop), partition=2)
+    timer_at[0] = SLOT
+    await timer.tick()
+
+    assert of_type(emitted, ReminderDue) == []
+    assert timer.queue.next_due() is None
