@@ -358,7 +358,7 @@ class ReminderTimer:
 
     Entries due within ``PREPARE_AHEAD`` are decided early, in a bounded share of each tick;
     when they come due only their sends remain. A write of the patient's record in between
-    makes a decided entry stale: it is decided again when due, from the new state.
+    makes a decided entry stale: it goes back to the queue and is decided again.
     """
 
     app: faust.App
@@ -393,9 +393,11 @@ class ReminderTimer:
         return active_partitions(self.app, self.input_topic_name)
 
     def record_written(self, patient_id: str) -> None:
-        """The patient's record changed: what was decided from the old one is decided again."""
+        """The patient's record changed: what was decided from the old one is decided again
+        (back in the queue, to be decided ahead again if there is time)."""
         for prepared in self._prepared_by_patient.pop(patient_id, ()):
             prepared.stale = True
+            self._requeue(prepared.entry)
 
     def replan_if_reassigned(self) -> set[int] | None:
         """Rebuild the plan after a rebalance; returns the active partitions if it did."""
@@ -439,7 +441,9 @@ class ReminderTimer:
         active = self.active_partitions()
         due: list[_Prepared] = []
         while self._prepared and self._prepared[0][0] <= now:
-            due.append(heapq.heappop(self._prepared)[2])
+            prepared = heapq.heappop(self._prepared)[2]
+            if not prepared.stale:  # else it is back in the queue
+                due.append(prepared)
         due.extend(self._decide(entry) for entry in self.queue.pop_due(now))
         for index, prepared in enumerate(due):
             try:
@@ -485,8 +489,6 @@ class ReminderTimer:
 
     async def _fire(self, prepared: _Prepared, now: datetime, active: set[int]) -> None:
         entry = prepared.entry
-        if prepared.stale:
-            prepared = self._decide(entry)
         self._forget_prepared(prepared)
         if prepared.partition not in active:
             return  # moved to another worker
