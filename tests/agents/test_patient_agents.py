@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams.agents.patient_events import ReminderTimer
 from streams.app import Medstream
 from streams.contracts.models import (
     DeadLetter,
@@ -358,14 +359,20 @@ def timer_at(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> list[date
     return clock
 
 
-async def test_a_reminder_decided_ahead_is_sent_at_its_slot_and_the_next_one_planned(
-    medstream: Medstream, emitted: Emitted, timer_at: list[datetime]
-) -> None:
+async def decided_a_minute_ahead(medstream: Medstream, timer_at: list[datetime]) -> ReminderTimer:
+    """Metformin at 08:00 and 20:00, and the timer's tick a minute before 08:00."""
     async with feeding(medstream, "apply-patient-events") as feed:
         await set_up_metformin(feed)
     timer = medstream.patients.timer
     timer_at[0] = SLOT - timedelta(minutes=1)
     await timer.tick()
+    return timer
+
+
+async def test_a_reminder_decided_ahead_is_sent_at_its_slot_and_the_next_one_planned(
+    medstream: Medstream, emitted: Emitted, timer_at: list[datetime]
+) -> None:
+    timer = await decided_a_minute_ahead(medstream, timer_at)
     # Decided a minute ahead, sent only when due.
     assert emitted == []
     assert len(timer.queue) == 0
@@ -385,11 +392,7 @@ async def test_a_reminder_decided_ahead_is_sent_at_its_slot_and_the_next_one_pla
 async def test_a_reminder_decided_ahead_is_decided_again_when_the_record_changes(
     medstream: Medstream, emitted: Emitted, timer_at: list[datetime]
 ) -> None:
-    async with feeding(medstream, "apply-patient-events") as feed:
-        await set_up_metformin(feed)
-    timer = medstream.patients.timer
-    timer_at[0] = SLOT - timedelta(minutes=1)
-    await timer.tick()
+    timer = await decided_a_minute_ahead(medstream, timer_at)
     # Stopped after the reminder was decided, before it was due.
     async with feeding(medstream, "apply-patient-events") as feed:
         stop = event("MedicationDiscontinued", "e-stop", medication_id="m1")
