@@ -9,10 +9,11 @@ from typing import Any
 
 import faust
 
-from bench.harness import Context, prepare_topics, produce_all, running, wait_until
+from bench.harness import Context, prepare_topics, produce_all, wait_until
 from bench.pipeline import pipeline_records
 from streams.settings import Settings
 from streams.topics import INPUT_TOPICS, topic_names
+from streams.worker import running
 
 NAME = "faust-floor"
 

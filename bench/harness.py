@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -317,22 +317,6 @@ async def wait_until(predicate: Any, timeout: float, interval: float = 0.01) -> 
             return False
         await asyncio.sleep(interval)
     return True
-
-
-@contextlib.asynccontextmanager
-async def running(medstream: Medstream, timeout: float = 90.0) -> AsyncIterator[Medstream]:
-    """Run the app's worker machinery in this event loop until partitions are assigned."""
-    app = medstream.app
-    await app.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not app.consumer.assignment() or app.rebalancing:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the Faust app got no partitions assigned")
-            await asyncio.sleep(0.05)
-        yield medstream
-    finally:
-        await asyncio.wait_for(app.stop(), timeout=60)
 
 
 def free_port() -> int:

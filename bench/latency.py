@@ -17,11 +17,11 @@ from bench.harness import (
     prepare_topics,
     produce_all,
     record_of,
-    running,
     wait_until,
 )
 from streams.app import create_app
 from streams.kafka_client import client_options
+from streams.worker import running
 
 NAME = "latency"
 TARGET_P99_MS = 50.0

@@ -12,10 +12,10 @@ from bench.harness import (
     prepare_topics,
     produce_all,
     record_of,
-    running,
     wait_until,
 )
 from streams.app import create_app
+from streams.worker import running
 
 NAME = "pipeline"
 

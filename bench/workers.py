@@ -98,14 +98,9 @@ class BenchWorker:
         self.started_at = 0.0
 
     def environment(self) -> dict[str, str]:
-        s = self.settings
         return {
             **os.environ,
-            "MEDSTREAM_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "MEDSTREAM_APP_ID": s.app_id,
-            "MEDSTREAM_TOPIC_PREFIX": s.topic_prefix,
-            "MEDSTREAM_TOPIC_PARTITIONS": str(s.topic_partitions),
-            "MEDSTREAM_STORE_URL": s.store_url,
+            **self.settings.environment(),
             "MEDSTREAM_DATA_DIR": str(self.data_dir),
             "MEDSTREAM_WEB_ENABLED": "true",
             "MEDSTREAM_WEB_HOST": "127.0.0.1",

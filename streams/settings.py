@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -271,3 +271,20 @@ class Settings(BaseSettings):
     def topic_name(self, base_name: str) -> str:
         """The full name of a topic in this deployment."""
         return f"{self.topic_prefix}{base_name}"
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the MEDSTREAM_* variables that give them back: what a worker
+        process started from these settings needs (secrets included, so keep it private)."""
+        variables = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, Enum):
+                value = value.value
+            variables[f"MEDSTREAM_{name.upper()}"] = str(value)
+        return variables

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging.config
+import time
+from collections.abc import AsyncIterator
 
 import faust
 
-from streams.app import create_app
+from streams.app import Medstream, create_app
 from streams.observability.logs import logging_config
 from streams.observability.tracing import configure_tracing
 from streams.settings import Settings
@@ -30,3 +33,22 @@ def run_worker(settings: Settings) -> None:
         quiet=True,
     )
     worker.execute_from_commandline()
+
+
+@contextlib.asynccontextmanager
+async def running(medstream: Medstream, timeout: float = 60.0) -> AsyncIterator[Medstream]:
+    """Run the app's worker machinery in the current event loop (no process, no signals) until
+    it leaves the block; inside it the app has its partitions assigned. For embedding,
+    benchmarks and tests."""
+    app = medstream.app
+    await app.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not app.consumer.assignment() or app.rebalancing:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Faust app got no partitions assigned")
+            await asyncio.sleep(0.05)
+        yield medstream
+    finally:
+        # A stop that hangs must fail its caller, not freeze it.
+        await asyncio.wait_for(app.stop(), timeout=60)

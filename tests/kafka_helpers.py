@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from streams.app import Medstream
 from streams.kafka_client import client_options
 from streams.settings import Settings
+from streams.worker import running
+
+__all__ = ["consume", "produce", "running"]
 
 
 async def produce(
@@ -45,20 +45,3 @@ async def consume(
     finally:
         await consumer.stop()
     return received
-
-
-@contextlib.asynccontextmanager
-async def running(medstream: Medstream, timeout: float = 60.0) -> AsyncIterator[Medstream]:
-    """Run the app's worker machinery in this event loop until its partitions are assigned."""
-    app = medstream.app
-    await app.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not app.consumer.assignment() or app.rebalancing:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the Faust app got no partitions assigned")
-            await asyncio.sleep(0.1)
-        yield medstream
-    finally:
-        # A stop that hangs must fail the test, not freeze the whole suite.
-        await asyncio.wait_for(app.stop(), timeout=60)

@@ -22,19 +22,11 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
-        s = self.settings
         return {
             **os.environ,
-            "MEDSTREAM_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "MEDSTREAM_APP_ID": s.app_id,
-            "MEDSTREAM_TOPIC_PREFIX": s.topic_prefix,
-            "MEDSTREAM_TOPIC_PARTITIONS": str(s.topic_partitions),
-            "MEDSTREAM_STORE_URL": s.store_url,
+            **self.settings.environment(),
             "MEDSTREAM_DATA_DIR": str(self.data_dir),
             "MEDSTREAM_WEB_ENABLED": "false",
-            "MEDSTREAM_CONSUMER_SESSION_TIMEOUT": str(s.consumer_session_timeout),
-            "MEDSTREAM_REMINDER_GRACE_MINUTES": str(s.reminder_grace_minutes),
-            "MEDSTREAM_REMINDER_TICK_SECONDS": str(s.reminder_tick_seconds),
             "MEDSTREAM_LOG_LEVEL": "info",
             **self.extra_env,
         }

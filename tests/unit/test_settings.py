@@ -64,3 +64,26 @@ def test_settings_are_frozen_and_the_password_is_masked() -> None:
     assert "hunter2" not in str(settings.model_dump())
     with pytest.raises(ValidationError):
         settings.web_port = 1  # type: ignore[misc]
+
+
+def test_settings_as_environment_variables_give_the_same_settings_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(
+        topic_partitions=3,
+        web_enabled=False,
+        security_protocol=SecurityProtocol.SASL_SSL,
+        sasl_password="hunter2",
+        interactions_ddinter_csv=Path("/data/ddinter.csv"),
+        batch_window_ms=2.5,
+    )
+    variables = settings.environment()
+    assert variables["MEDSTREAM_WEB_ENABLED"] == "false"
+    assert variables["MEDSTREAM_SASL_PASSWORD"] == "hunter2"
+    assert "MEDSTREAM_SCHEMA_REGISTRY_URL" not in variables  # None: left unset
+    for variable in os.environ:
+        if variable.startswith("MEDSTREAM_"):
+            monkeypatch.delenv(variable)
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    assert Settings() == settings
