@@ -187,7 +187,10 @@ def create_app(settings: Settings) -> Medstream:
         settings=settings,
         patient_state=store.state,
         ledger=app.Table(
-            "deliveries-by-notification", default=None, partitions=settings.topic_partitions
+            "deliveries-by-notification",
+            default=None,
+            partitions=settings.topic_partitions,
+            options=settings.table_options(),
         ),
         emitter=emitter,
         notifications_topic=topics.notifications_topic,

@@ -89,6 +89,22 @@ class Settings(BaseSettings):
         Path("var/worker"),
         description="MEDSTREAM_DATA_DIR: where the worker keeps its tables (RocksDB).",
     )
+    rocksdb_block_cache_mb: int = Field(
+        32,
+        ge=1,
+        description=(
+            "MEDSTREAM_ROCKSDB_BLOCK_CACHE_MB: read cache of each table partition's RocksDB "
+            "store (Faust's own default, 2048 each, let a worker's memory grow by gigabytes)."
+        ),
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        16,
+        ge=1,
+        description=(
+            "MEDSTREAM_ROCKSDB_WRITE_BUFFER_MB: each of the three write buffers of each table "
+            "partition's RocksDB store (Faust's own default: 64)."
+        ),
+    )
     web_host: str = Field(
         "127.0.0.1", description="MEDSTREAM_WEB_HOST: interface of the worker's web server."
     )
@@ -271,6 +287,14 @@ class Settings(BaseSettings):
     def topic_name(self, base_name: str) -> str:
         """The full name of a topic in this deployment."""
         return f"{self.topic_prefix}{base_name}"
+
+    def table_options(self) -> dict[str, int]:
+        """What Faust's RocksDB store gets for each table: its memory bounds."""
+        mebibyte = 1024 * 1024
+        return {
+            "block_cache_size": self.rocksdb_block_cache_mb * mebibyte,
+            "write_buffer_size": self.rocksdb_write_buffer_mb * mebibyte,
+        }
 
     def environment(self) -> dict[str, str]:
         """These settings as the MEDSTREAM_* variables that give them back: what a worker

@@ -224,17 +224,30 @@ class PatientStore:
                 with acting_for(staged.source):
                     self.table[patient_id] = dump_record(staged.state, staged.seen)
 
-    async def send_outboxes(self, partitions: Collection[int]) -> int:
-        """Send again what records of these partitions still hold in their outbox (after a
-        rebalance: their writer may have crashed before the broker acknowledged them)."""
-        outputs = [
-            (output, None)
-            for _patient_id, value in self.table.items()
-            if value and value.get(OUTBOX_KEY) and value.get("partition") in partitions
-            for output in load_outbox(value)
-        ]
-        await self._send(outputs)
-        return len(outputs)
+    def patients_of(
+        self, partitions: Collection[int]
+    ) -> tuple[list[tuple[str, PatientState]], list[Event]]:
+        """In one pass over the table (a rebalance must not read a million records twice):
+        the patients of these partitions, staged records in place of written ones, and the
+        outputs their outboxes still hold (their writer may have crashed before the broker
+        acknowledged them)."""
+        patients: list[tuple[str, PatientState]] = []
+        unsent: list[Event] = []
+        for patient_id, value in self.table.items():
+            state = load_state(value)
+            if state.partition not in partitions:
+                continue
+            unsent.extend(load_outbox(value))
+            if patient_id not in self._staged:
+                patients.append((patient_id, state))
+        for patient_id, staged in self._staged.items():
+            if staged.state.partition in partitions:
+                patients.append((patient_id, staged.state))
+        return patients, unsent
+
+    async def send_again(self, outputs: Sequence[Event]) -> None:
+        """Send outputs again (same ids) and wait for their acknowledgements."""
+        await self._send([(output, None) for output in outputs])
 
     async def _send(self, outputs: Sequence[tuple[Event, tracing.Context | None]]) -> None:
         sent = []
@@ -245,14 +258,6 @@ class PatientStore:
             await self.emitter.send_confirmed(
                 each.topic, each.event, f"{each.event.event_type} output", sent=each
             )
-
-    def items(self) -> Iterator[tuple[str, PatientState]]:
-        """Every patient of this worker's table, with staged records in place of written ones."""
-        for patient_id, value in self.table.items():
-            if patient_id not in self._staged:
-                yield patient_id, load_state(value)
-        for patient_id, staged in self._staged.items():
-            yield patient_id, staged.state
 
 
 @dataclass
@@ -399,16 +404,14 @@ class ReminderTimer:
             prepared.stale = True
             self._requeue(prepared.entry)
 
-    def replan_if_reassigned(self) -> set[int] | None:
-        """Rebuild the plan after a rebalance; returns the active partitions if it did."""
+    def replan_if_reassigned(self) -> list[Event] | None:
+        """Rebuild the plan after a rebalance; if it did, returns what the outboxes of its
+        patients still hold, to send again."""
         generation = self.app.consumer_generation_id
         if generation == self._planned_generation:
             return None
         active = self.active_partitions()
-        patients = []
-        for patient_id, state in self.store.items():
-            if state.partition in active:
-                patients.append((patient_id, state))
+        patients, unsent = self.store.patients_of(active)
         self.queue.rebuild(patients, self.clock(), self.catch_up, self.grace)
         self._prepared.clear()
         self._prepared_by_patient.clear()
@@ -420,17 +423,16 @@ class ReminderTimer:
             len(patients),
             len(self.queue),
         )
-        return active
+        return unsent
 
     async def tick(self) -> None:
         if not self.ready():
             return
         try:
-            replanned = self.replan_if_reassigned()
-            if replanned is not None:
-                resent = await self.store.send_outboxes(replanned)
-                if resent:
-                    log.info("sent %d outputs again from outboxes after a rebalance", resent)
+            unsent = self.replan_if_reassigned()
+            if unsent:
+                await self.store.send_again(unsent)
+                log.info("sent %d outputs again from outboxes after a rebalance", len(unsent))
         except Exception:
             # An exception escaping a Faust timer stops the worker; retry on the next tick.
             log.exception("rebuilding the reminder plan failed; retrying")
@@ -562,7 +564,12 @@ def declare_patient_tables(
     (Faust's default codec), validated into PatientState when read."""
     return PatientStore(
         app=app,
-        table=app.Table("state-by-patient", default=None, partitions=settings.topic_partitions),
+        table=app.Table(
+            "state-by-patient",
+            default=None,
+            partitions=settings.topic_partitions,
+            options=settings.table_options(),
+        ),
         emitter=emitter,
         output_topics={
             RefillAlert.EVENT_TYPE: refill_alerts_topic,

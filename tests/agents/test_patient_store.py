@@ -113,7 +113,9 @@ async def test_an_outbox_left_by_a_crash_is_sent_again_for_its_partitions(
         # What a worker killed between writing the record and the alert's acknowledgement left.
         store.table["p1"] = {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}
 
-    assert await store.send_outboxes({0, 1}) == 0
-    assert emitted == []
-    assert await store.send_outboxes({3}) == 1
+    assert store.patients_of({0, 1}) == ([], [])
+    patients, unsent = store.patients_of({3})
+    assert patients == [("p1", PatientState(partition=3))]
+    assert unsent == [ALERT]
+    await store.send_again(unsent)
     assert [(topic, sent) for topic, sent in emitted] == [("refill-alerts", ALERT)]
