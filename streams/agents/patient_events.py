@@ -225,25 +225,22 @@ class PatientStore:
                     self.table[patient_id] = dump_record(staged.state, staged.seen)
 
     def patients_of(
-        self, partitions: Collection[int]
-    ) -> tuple[list[tuple[str, PatientState]], list[Event]]:
-        """In one pass over the table (a rebalance must not read a million records twice):
-        the patients of these partitions, staged records in place of written ones, and the
-        outputs their outboxes still hold (their writer may have crashed before the broker
-        acknowledged them)."""
-        patients: list[tuple[str, PatientState]] = []
-        unsent: list[Event] = []
+        self, partitions: Collection[int], unsent: list[Event]
+    ) -> Iterator[tuple[str, PatientState]]:
+        """The patients of these partitions, staged records in place of written ones, one at a
+        time (a million parsed states held at once took gigabytes that Python never gave
+        back). In the same pass, the outputs their outboxes still hold (their writer may have
+        crashed before the broker acknowledged them) are added to ``unsent``."""
         for patient_id, value in self.table.items():
             state = load_state(value)
             if state.partition not in partitions:
                 continue
             unsent.extend(load_outbox(value))
             if patient_id not in self._staged:
-                patients.append((patient_id, state))
-        for patient_id, staged in self._staged.items():
+                yield patient_id, state
+        for patient_id, staged in list(self._staged.items()):
             if staged.state.partition in partitions:
-                patients.append((patient_id, staged.state))
-        return patients, unsent
+                yield patient_id, staged.state
 
     async def send_again(self, outputs: Sequence[Event]) -> None:
         """Send outputs again (same ids) and wait for their acknowledgements."""
@@ -411,17 +408,19 @@ class ReminderTimer:
         if generation == self._planned_generation:
             return None
         active = self.active_partitions()
-        patients, unsent = self.store.patients_of(active)
-        self.queue.rebuild(patients, self.clock(), self.catch_up, self.grace)
+        unsent: list[Event] = []
+        self.queue.rebuild(
+            self.store.patients_of(active, unsent), self.clock(), self.catch_up, self.grace
+        )
         self._prepared.clear()
         self._prepared_by_patient.clear()
         self._missed_pending.clear()
         self._planned_generation = generation
         log.info(
-            "reminder plan rebuilt: partitions=%s patients=%d entries=%d",
+            "reminder plan rebuilt: partitions=%s entries=%d outbox outputs=%d",
             sorted(active),
-            len(patients),
             len(self.queue),
+            len(unsent),
         )
         return unsent
 

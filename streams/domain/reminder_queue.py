@@ -20,7 +20,7 @@ class DueKind(StrEnum):
     MISSED_CHECK = "missed_check"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DueEntry:
     """One planned action; ordered by due time."""
 

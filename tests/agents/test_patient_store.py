@@ -11,7 +11,7 @@ import pytest
 from faust.types import Message
 
 from streams.app import Medstream
-from streams.contracts.models import RefillAlert
+from streams.contracts.models import Event, RefillAlert
 from streams.domain.dedup import SeenEvents
 from streams.domain.patient import PatientState
 from streams.faust_transport import acting_for
@@ -113,9 +113,10 @@ async def test_an_outbox_left_by_a_crash_is_sent_again_for_its_partitions(
         # What a worker killed between writing the record and the alert's acknowledgement left.
         store.table["p1"] = {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}
 
-    assert store.patients_of({0, 1}) == ([], [])
-    patients, unsent = store.patients_of({3})
-    assert patients == [("p1", PatientState(partition=3))]
+    unsent: list[Event] = []
+    assert list(store.patients_of({0, 1}, unsent)) == []
+    assert unsent == []
+    assert list(store.patients_of({3}, unsent)) == [("p1", PatientState(partition=3))]
     assert unsent == [ALERT]
     await store.send_again(unsent)
     assert [(topic, sent) for topic, sent in emitted] == [("refill-alerts", ALERT)]
