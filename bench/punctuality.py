@@ -46,8 +46,10 @@ async def run(context: Context) -> None:
         await wait_until(lambda: stats.total_settled >= len(setup), 600, 0.05)
         setup_seconds = time.monotonic() - began
         # The schedules go in once the prescriptions are applied, for one slot (whole second)
-        # far enough ahead for the worker to apply every ScheduleSet before it.
-        lead = 5.0 + setup_seconds * 0.75
+        # far enough ahead for the worker to apply every ScheduleSet before it: half as many
+        # events as the setup, but each plans a reminder (0.75 of the setup time was too
+        # little for 50,000: 1% of the schedules were applied after their slot).
+        lead = 10.0 + setup_seconds
         slot = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
         at = slot.strftime("%H:%M:%S")
         schedules = [record_of(factory.schedule(f"p{index}", at)) for index in range(count)]
