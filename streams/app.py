@@ -14,7 +14,7 @@ from streams.agents.patient_events import (
     declare_patient_tables,
     install_patient_agents,
 )
-from streams.agents.runtime import Emitter, Intake
+from streams.agents.runtime import Emitter, Intake, declare_table
 from streams.contracts.codecs import EventDecoder, EventEncoder
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
@@ -186,12 +186,7 @@ def create_app(settings: Settings) -> Medstream:
         app=app,
         settings=settings,
         patient_state=store.state,
-        ledger=app.Table(
-            "deliveries-by-notification",
-            default=None,
-            partitions=settings.topic_partitions,
-            options=settings.table_options(),
-        ),
+        ledger=declare_table(app, settings, "deliveries-by-notification"),
         emitter=emitter,
         notifications_topic=topics.notifications_topic,
         admin_alerts_topic=topics.admin_alerts_topic,

@@ -23,6 +23,7 @@ from streams.agents.runtime import (
     Outcome,
     RejectedEventError,
     active_partitions,
+    declare_table,
     tables_recovered,
 )
 from streams.contracts.models import (
@@ -559,16 +560,10 @@ def declare_patient_tables(
     refill_alerts_topic: faust.TopicT,
     interaction_warnings_topic: faust.TopicT,
 ) -> PatientStore:
-    """The per-patient table. It declares no key or value type: records are plain JSON
-    (Faust's default codec), validated into PatientState when read."""
+    """The per-patient table."""
     return PatientStore(
         app=app,
-        table=app.Table(
-            "state-by-patient",
-            default=None,
-            partitions=settings.topic_partitions,
-            options=settings.table_options(),
-        ),
+        table=declare_table(app, settings, "state-by-patient"),
         emitter=emitter,
         output_topics={
             RefillAlert.EVENT_TYPE: refill_alerts_topic,

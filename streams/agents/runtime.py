@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.types import TableT
 
 from streams.contracts.codecs import (
     ContractError,
@@ -27,6 +28,7 @@ from streams.contracts.registry import SchemaRegistry
 from streams.faust_transport import acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
+from streams.settings import Settings
 from streams.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,20 @@ def tables_recovered(app: faust.App) -> bool:
     """No rebalance under way and table recovery done: until then the tables are incomplete."""
     recovery = app.tables.recovery  # type: ignore[attr-defined]
     return not app.rebalancing and bool(recovery.completed.is_set())
+
+
+def declare_table(app: faust.App, settings: Settings, name: str) -> TableT[str, Any]:
+    """A changelogged table partitioned like the input topics, its RocksDB memory bounded.
+
+    It declares no key or value type: records are plain JSON (Faust's default codec),
+    validated into medstream's models when read.
+    """
+    return app.Table(
+        name,
+        default=None,
+        partitions=settings.topic_partitions,
+        options=settings.table_options(),
+    )
 
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:
