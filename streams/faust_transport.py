@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport, with lossless rewinds and the topics an operator paused."""
+"""Faust's aiokafka transport (lossless rewinds, paused topics) and table, with what we need."""
 
 from __future__ import annotations
 
@@ -110,3 +110,31 @@ def acting_for(event: EventT[Any]) -> Iterator[None]:
         yield
     finally:
         faust_streams._current_event.reset(token)
+
+
+class AcknowledgedTable(faust.Table[str, Any]):
+    """Faust's table, keeping the changelog records of its writes until they are acknowledged.
+
+    ``app.producer.flush()`` is not enough to know a write is in the changelog: Faust's own
+    buffer of changelog records gives up waiting after 0.1 s without progress, and returns
+    with records not yet handed to Kafka. What must not overtake a write (an alert after the
+    state behind it, a delivery after its in-flight mark) waits for :meth:`acknowledged`.
+    """
+
+    # Beyond this many, acknowledged records are dropped from the list on the next write.
+    _PRUNE_AT = 1000
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        sent = super().send_changelog(*args, **kwargs)
+        pending: list[Any] = self.__dict__.setdefault("_unacknowledged", [])
+        pending.append(sent)
+        if len(pending) > self._PRUNE_AT:
+            pending[:] = [each for each in pending if not each.done()]
+        return sent
+
+    async def acknowledged(self) -> None:
+        """Return once every write made so far is acknowledged by the broker."""
+        pending: list[Any] = self.__dict__.setdefault("_unacknowledged", [])
+        self.__dict__["_unacknowledged"] = []
+        for sent in pending:
+            await sent

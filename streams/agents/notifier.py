@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
-from faust.types import TableT
 
 from streams.agents.runtime import (
     Emitter,
@@ -35,6 +34,7 @@ from streams.contracts.models import (
 )
 from streams.contracts.vocabulary import ChannelKind, DeliveryStatus
 from streams.domain.patient import ContactPreferences, PatientState, stable_id
+from streams.faust_transport import AcknowledgedTable
 from streams.notify.channels import (
     AppriseChannel,
     Channel,
@@ -96,7 +96,7 @@ class Notifier:
     app: faust.App
     settings: Settings
     patient_state: Callable[[str], PatientState]
-    ledger: TableT[str, Any]
+    ledger: AcknowledgedTable
     emitter: Emitter
     notifications_topic: faust.TopicT
     admin_alerts_topic: faust.TopicT
@@ -236,7 +236,7 @@ class Notifier:
         if not self._planned:
             return
         planned, self._planned = self._planned, []
-        await self.app.producer.flush()
+        await self.ledger.acknowledged()
         for delivery in planned:
             nid = delivery.record.notification_id
             task = asyncio.create_task(

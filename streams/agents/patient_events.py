@@ -14,7 +14,6 @@ from typing import Any
 
 import faust
 from faust.streams import current_event
-from faust.types import TableT
 
 from streams.agents.runtime import (
     Emitter,
@@ -51,7 +50,7 @@ from streams.domain.reminder_queue import (
     first_slot_to_remind,
 )
 from streams.domain.schedule import reminder_id
-from streams.faust_transport import acting_for
+from streams.faust_transport import AcknowledgedTable, acting_for
 from streams.observability import tracing
 from streams.settings import Settings
 
@@ -125,7 +124,7 @@ class PatientStore:
     """
 
     app: faust.App
-    table: TableT[str, Any]
+    table: AcknowledgedTable
     emitter: Emitter
     output_topics: Mapping[str, faust.TopicT]
     # Told the id of each patient whose record a write-back changed.
@@ -215,7 +214,7 @@ class PatientStore:
             with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
             if not with_outputs:
                 return
-            await self.app.producer.flush()
+            await self.table.acknowledged()
             await self._send(
                 [output for staged in with_outputs.values() for output in staged.outputs]
             )

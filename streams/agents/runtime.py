@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import TableT
 
 from streams.contracts.codecs import (
     ContractError,
@@ -25,7 +24,7 @@ from streams.contracts.codecs import (
 from streams.contracts.dead_letters import build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
-from streams.faust_transport import acting_for
+from streams.faust_transport import AcknowledgedTable, acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.settings import Settings
@@ -77,18 +76,22 @@ def tables_recovered(app: faust.App) -> bool:
     return not app.rebalancing and bool(recovery.completed.is_set())
 
 
-def declare_table(app: faust.App, settings: Settings, name: str) -> TableT[str, Any]:
+def declare_table(app: faust.App, settings: Settings, name: str) -> AcknowledgedTable:
     """A changelogged table partitioned like the input topics, its RocksDB memory bounded.
 
     It declares no key or value type: records are plain JSON (Faust's default codec),
     validated into medstream's models when read.
     """
-    return app.Table(
-        name,
+    table = AcknowledgedTable(
+        app,
+        name=name,
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         options=settings.table_options(),
     )
+    app.tables.add(table)
+    return table
 
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:

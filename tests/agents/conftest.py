@@ -28,12 +28,13 @@ def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
     monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
     monkeypatch.setattr(app.notifier, "clock", lambda: NOW)
 
-    async def flushed() -> None:
-        # The producer does not run in a test context; what it would send is the changelog
-        # (the in-memory tables are already written) and the captured emits.
+    async def acknowledged() -> None:
+        # The producer does not run in a test context: changelog records are never
+        # acknowledged (the in-memory tables are already written).
         return None
 
-    monkeypatch.setattr(app.app.producer, "flush", flushed)
+    for table in (app.patients.store.table, app.notifier.ledger):
+        monkeypatch.setattr(table, "acknowledged", acknowledged)
     return app
 
 
