@@ -44,9 +44,11 @@ from streams.notify.channels import (
     WebhookChannel,
 )
 from streams.notify.ledger import (
+    DECISION,
     FINAL_STATUSES,
     DeliveryRecord,
     LedgerStatus,
+    decision_id,
     is_abandoned,
     is_prunable,
     longest_delivery,
@@ -114,6 +116,8 @@ class Notifier:
     _semaphore: asyncio.Semaphore | None = None
     # Deliveries planned by the current batch, started by start_planned at its end.
     _planned: list[_Planned] = field(default_factory=list)
+    # Suppressions decided by the current batch, reported by start_planned at its end.
+    _suppressed: list[tuple[DeliveryRecord, str]] = field(default_factory=list)
 
     # --- the agents' handlers -------------------------------------------------------------
 
@@ -125,24 +129,32 @@ class Notifier:
             # Its ledger records may be pruned already: never risk a second delivery.
             log.info("%s older than the de-duplication window: not delivered", event.event_type)
             return Outcome.DUPLICATE
+        if self.ledger.get(decision_id(event.event_id)) is not None:
+            # Decided before (then the patient's contact may have differed): never twice.
+            return Outcome.DUPLICATE
+        self._write(
+            DeliveryRecord.for_event(
+                event, DECISION, partition, LedgerStatus.DECIDED, finished_at=self.clock()
+            )
+        )
         state = self.patient_state(event.patient_id)
         if (
             isinstance(event, ReminderDue | DoseMissed)
             and state.active_medication(event.medication_id) is None
         ):
-            await self._suppress(event, partition, "the medication was discontinued")
+            self._suppress(event, partition, "the medication was discontinued")
             return Outcome.PROCESSED
         contact = state.contact
         targets = delivery_targets(event, contact)
         if not targets:
-            await self._suppress(event, partition, "no contact channel for this notification")
+            self._suppress(event, partition, "no contact channel for this notification")
             return Outcome.PROCESSED
         assert contact is not None
         new = 0
         for label, channel in targets:
             nid = notification_id(event.event_id, label)
             if self.ledger.get(nid) is not None:
-                continue  # replayed or redelivered: handled before
+                continue  # handled before decision marks existed
             new += 1
             quiet_end = (
                 None
@@ -228,15 +240,20 @@ class Notifier:
         self._planned.append(_Planned(record, event, channel, contact, tracing.current_context()))
 
     async def start_planned(self) -> None:
-        """At the end of a batch: start the deliveries its events planned.
+        """At the end of a batch: start the deliveries its events planned, report what it
+        suppressed.
 
-        Their in-flight marks must be in the changelog before anybody can be reached: after a
-        crash they are what stops a second delivery. One flush covers the whole batch.
+        The batch's ledger records (decision marks, in-flight marks) must be in the changelog
+        before anybody can be reached or any outcome published: after a crash they are what
+        stops a second delivery, or a delivery of an alert already reported as suppressed.
         """
-        if not self._planned:
+        if not self._planned and not self._suppressed:
             return
         planned, self._planned = self._planned, []
+        suppressed, self._suppressed = self._suppressed, []
         await self.ledger.acknowledged()
+        for record, reason in suppressed:
+            await self._finish(record, DeliveryStatus.SUPPRESSED, 0, reason)
         for delivery in planned:
             nid = delivery.record.notification_id
             task = asyncio.create_task(
@@ -380,13 +397,15 @@ class Notifier:
             )
             await self.emitter.emit(self.admin_alerts_topic, alert)
 
-    async def _suppress(self, event: Event, partition: int, reason: str) -> None:
+    def _suppress(self, event: Event, partition: int, reason: str) -> None:
         nid = notification_id(event.event_id, NO_CHANNEL)
         if self.ledger.get(nid) is not None:
             return
-        record = DeliveryRecord.for_event(event, NO_CHANNEL, partition, LedgerStatus.SUPPRESSED)
+        record = DeliveryRecord.for_event(
+            event, NO_CHANNEL, partition, LedgerStatus.SUPPRESSED, finished_at=self.clock()
+        )
         self._write(record)
-        await self._finish(record, DeliveryStatus.SUPPRESSED, 0, reason)
+        self._suppressed.append((record, reason))
 
     # --- the timer: deferred deliveries and deliveries cut off by a crash -------------------
 

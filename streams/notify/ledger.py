@@ -21,9 +21,17 @@ class LedgerStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+    # Not a delivery: the mark that a source event was decided on (delivered where, deferred
+    # or suppressed). A replay finds it and changes nothing, even if the patient's contact
+    # changed meanwhile or, after a crash, is not yet re-applied.
+    DECIDED = "decided"
 
 
-FINAL_STATUSES = frozenset({LedgerStatus.DELIVERED, LedgerStatus.FAILED, LedgerStatus.SUPPRESSED})
+FINAL_STATUSES = frozenset(
+    {LedgerStatus.DELIVERED, LedgerStatus.FAILED, LedgerStatus.SUPPRESSED, LedgerStatus.DECIDED}
+)
+# The channel label of a decision mark; no real channel label contains "*".
+DECISION = "*"
 
 
 class DeliveryRecord(StateModel):
@@ -68,6 +76,11 @@ class DeliveryRecord(StateModel):
 def notification_id(source_event_id: str, channel_label: str) -> str:
     """The deterministic id of delivering one event on one channel."""
     return stable_id("ntf", source_event_id, channel_label)
+
+
+def decision_id(source_event_id: str) -> str:
+    """The ledger key of the mark that ``source_event_id`` was decided on."""
+    return notification_id(source_event_id, DECISION)
 
 
 def is_abandoned(record: DeliveryRecord, now: datetime, longest_delivery: timedelta) -> bool:

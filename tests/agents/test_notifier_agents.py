@@ -5,11 +5,15 @@ The harness (tests/agents/harness.py, conftest.py) is the one of the patient-age
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
 
 from streams.app import Medstream
 from streams.contracts.models import NotificationOutcome, RefillAlert
 from streams.contracts.vocabulary import DeliveryStatus
+from streams.notify.ledger import LedgerStatus, decision_id
 from tests.agents.harness import NOW, Emitted, encoded, event, feeding
 
 WINDOW = timedelta(days=30)  # MEDSTREAM_DEDUP_RETENTION_DAYS, default
@@ -98,3 +102,60 @@ async def test_a_final_record_is_pruned_only_once_it_left_the_window(
     assert "ntf-old" not in ledger
     assert "ntf-recent" in ledger
     assert medstream.stats.duplicates["NotificationOutcome"] == 2
+
+
+async def set_contact(medstream: Medstream, event_id: str, *targets: str) -> None:
+    channels = [{"kind": "console", "target": target} for target in targets]
+    contact = event("ContactPreferencesSet", event_id, channels=channels, timezone="UTC")
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(medstream.settings.topic_name("patient-events"), encoded(contact))
+
+
+async def notify(medstream: Medstream, alert: bytes) -> None:
+    """Feed one alert to the notifier and wait for the deliveries it started."""
+    async with feeding(medstream, "notify-alerts") as feed:
+        await feed.put(medstream.settings.topic_name("refill-alerts"), alert)
+    async with asyncio.timeout(5):
+        await asyncio.gather(*medstream.notifier.running.values())
+
+
+def outcomes(emitted: Emitted) -> list[tuple[str, str, str | None]]:
+    return [
+        (sent.channel, sent.status.value, sent.error)
+        for _topic, sent in emitted
+        if isinstance(sent, NotificationOutcome)
+    ]
+
+
+@pytest.mark.parametrize("targets_now", [(), ("patient", "caregiver")], ids=["none", "two"])
+async def test_a_replayed_alert_is_decided_once_whatever_the_contact_has_become(
+    medstream: Medstream, emitted: Emitted, targets_now: tuple[str, ...]
+) -> None:
+    # A contact can change between an alert and its replay. After a crash the patient's
+    # contact (patient-events) can also be re-applied after the alert (refill-alerts) is
+    # replayed: no order holds between two topics. Either way the replay changes nothing:
+    # neither a delivery on a channel added since, nor a "suppressed" for a delivered alert.
+    await set_contact(medstream, "c1", "patient")
+    await notify(medstream, refill_alert(1))
+    assert outcomes(emitted) == [("console#0", "delivered", None)]
+    mark = medstream.notifier.ledger[decision_id("refill-1")]
+    assert mark["status"] == LedgerStatus.DECIDED.value
+
+    await set_contact(medstream, "c2", *targets_now)
+    await notify(medstream, refill_alert(1))
+    assert outcomes(emitted) == [("console#0", "delivered", None)]
+    assert medstream.stats.duplicates["RefillAlert"] == 1
+
+
+async def test_a_suppression_is_final_and_leaves_the_ledger_with_the_window(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    await notify(medstream, refill_alert(1))  # no contact yet
+    await set_contact(medstream, "c1", "patient")
+    await notify(medstream, refill_alert(1))
+    assert outcomes(emitted) == [("none", "suppressed", "no contact channel for this notification")]
+    # Both the decision mark and the suppression record carry when they were final, so the
+    # periodic scan prunes them once they leave the de-duplication window.
+    records = list(medstream.notifier.ledger.values())
+    assert len(records) == 2
+    assert {record["finished_at"][:10] for record in records} == {str(NOW.date())}
