@@ -446,9 +446,10 @@ class Notifier:
         now = self.clock()
         prunable: list[DeliveryRecord] = []
         for _key, value in self.ledger.items():
-            record = DeliveryRecord.model_validate(value)
-            if record.partition not in active:
+            # Checked raw first: records of standby partitions are never parsed.
+            if value.get("partition") not in active:
                 continue
+            record = DeliveryRecord.model_validate(value)
             if is_prunable(record, now, self._retention):
                 if len(prunable) < PRUNE_BATCH:
                     prunable.append(record)

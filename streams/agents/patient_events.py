@@ -117,8 +117,8 @@ class PatientStore:
     Reads see staged records first, so the agents of this worker see the latest state.
 
     Outputs (alerts, warnings) are sent only after the record that caused them is written
-    and flushed to the changelog, so whoever receives one (the notifier of any worker) finds
-    the state behind it. The record keeps them in an outbox until the broker acknowledged
+    and acknowledged by the changelog, so whoever receives one (the notifier of any worker)
+    finds the state behind it. The record keeps them in an outbox until the broker acknowledged
     them: after a crash in between, the worker that takes the partition over sends them
     again (same ids) from the outbox instead of their being lost.
     """
@@ -159,7 +159,7 @@ class PatientStore:
         What the timer sends must follow from written state only: a reminder based on a
         staged record could reach the notifier of another worker before that record does.
         """
-        return load_state(self.table.get(patient_id))
+        return self._written(patient_id)[0]
 
     def seen(self, patient_id: str) -> SeenEvents:
         staged = self._staged.get(patient_id)
@@ -194,8 +194,8 @@ class PatientStore:
     async def write_back(self) -> None:
         """Write every staged record, then send the outputs behind them.
 
-        Two round trips per batch, whatever its size: the changelog flush, and the outputs'
-        acknowledgements. A record with outputs is written a second time, without its
+        Two round trips per batch, whatever its size: the changelog's acknowledgements, and
+        the outputs'. A record with outputs is written a second time, without its
         outbox, once they are acknowledged.
         """
         async with self._writing:
@@ -232,12 +232,13 @@ class PatientStore:
         back). In the same pass, the outputs their outboxes still hold (their writer may have
         crashed before the broker acknowledged them) are added to ``unsent``."""
         for patient_id, value in self.table.items():
-            state = load_state(value)
-            if state.partition not in partitions:
+            # The partition is read raw: parsing the records of other workers' partitions
+            # would double the cost of a rebuild.
+            if not value or value.get("partition") not in partitions:
                 continue
             unsent.extend(load_outbox(value))
             if patient_id not in self._staged:
-                yield patient_id, state
+                yield patient_id, load_state(value)
         for patient_id, staged in list(self._staged.items()):
             if staged.state.partition in partitions:
                 yield patient_id, staged.state

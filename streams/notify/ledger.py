@@ -13,7 +13,7 @@ from streams.domain.patient import StateModel, stable_id
 class LedgerStatus(StrEnum):
     """Where one delivery stands."""
 
-    # Written, and flushed to the changelog, before the channel is called: a record found in
+    # Written, and acknowledged by the changelog, before the channel is called: a record found in
     # this state after a crash may or may not have reached the person, so it is never retried
     # (at most one delivery) but reported as failed for a human to check.
     IN_FLIGHT = "in_flight"

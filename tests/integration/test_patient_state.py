@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -58,17 +59,25 @@ async def publish(settings: Settings, topic: str, *events: dict[str, Any]) -> No
     )
 
 
-async def schedule_reminder(settings: Settings, events: Events, slot: datetime) -> None:
-    """A prescription of m1 and a daily schedule with one slot (UTC)."""
-    await publish(settings, "medication-events", events.prescribed("m1", "Metformin 500 mg"))
+async def schedule_reminder(
+    settings: Settings,
+    events: Events,
+    slot: datetime,
+    *,
+    name: str = "Metformin 500 mg",
+    timezone: str = "UTC",
+    **prescription: Any,
+) -> None:
+    """A prescription of m1 and a daily schedule with one slot, set in ``timezone``."""
+    await publish(settings, "medication-events", events.prescribed("m1", name, **prescription))
     await publish(
         settings,
         "schedule-events",
         events.make(
             "ScheduleSet",
             medication_id="m1",
-            timezone="UTC",
-            times_of_day=[slot.strftime("%H:%M:%S")],
+            timezone=timezone,
+            times_of_day=[slot.astimezone(ZoneInfo(timezone)).strftime("%H:%M:%S")],
         ),
     )
 
@@ -84,20 +93,8 @@ async def test_a_reminder_on_time_then_a_missed_dose(settings: Settings) -> None
     events = Events("p-reminder")
     async with running(medstream):
         slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
-        await publish(
-            settings,
-            "medication-events",
-            events.prescribed("m1", "Metformin 500 mg tablet", rxnorm_code="6809"),
-        )
-        await publish(
-            settings,
-            "schedule-events",
-            events.make(
-                "ScheduleSet",
-                medication_id="m1",
-                timezone="UTC",
-                times_of_day=[slot.strftime("%H:%M:%S")],
-            ),
+        await schedule_reminder(
+            settings, events, slot, name="Metformin 500 mg tablet", rxnorm_code="6809"
         )
         records = await consume(settings, settings.topic_name("medication-reminders"), 2, 20)
         await asyncio.sleep(2)  # nothing more may follow
@@ -122,28 +119,12 @@ async def test_a_dose_taken_in_time_is_not_missed(settings: Settings) -> None:
     events = Events("p-taken")
     async with running(medstream):
         slot = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
-        await publish(settings, "medication-events", events.prescribed("m1", "Lisinopril"))
-        await publish(
-            settings,
-            "schedule-events",
-            events.make(
-                "ScheduleSet",
-                medication_id="m1",
-                timezone="Europe/Berlin",
-                times_of_day=[slot.astimezone(_berlin()).strftime("%H:%M:%S")],
-            ),
-        )
+        await schedule_reminder(settings, events, slot, name="Lisinopril", timezone="Europe/Berlin")
         (_reminder,) = await consume(settings, settings.topic_name("medication-reminders"), 1, 20)
         await publish(settings, "medication-events", events.make("DoseTaken", medication_id="m1"))
         await asyncio.sleep(5)
         records = await consume(settings, settings.topic_name("medication-reminders"), 2, 1)
     assert [value["event_type"] for value in values(records)] == ["ReminderDue"]
-
-
-def _berlin() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo("Europe/Berlin")
 
 
 async def test_falling_supply_alerts_once_per_crossing(settings: Settings) -> None:
