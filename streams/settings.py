@@ -231,6 +231,14 @@ class Settings(BaseSettings):
     notify_concurrency: int = Field(
         200, ge=1, description="MEDSTREAM_NOTIFY_CONCURRENCY: deliveries in flight per worker."
     )
+    notify_contact_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "MEDSTREAM_NOTIFY_CONTACT_WAIT_SECONDS: how long a notification for a patient with "
+            "no contact preferences yet waits for them before it is suppressed."
+        ),
+    )
 
     # --- The local broker (`medstream broker ...`) ------------------------------------------
     broker_host: str = Field(

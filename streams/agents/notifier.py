@@ -144,7 +144,19 @@ class Notifier:
         ):
             self._suppress(event, partition, "the medication was discontinued")
             return Outcome.PROCESSED
-        contact = state.contact
+        wait = timedelta(seconds=self.settings.notify_contact_wait_seconds)
+        if state.contact is None and wait:
+            # The contact comes on another topic than what caused this event, in no order
+            # with it: an onboarding may publish both at once, and a worker taking over
+            # partitions re-reads both. Suppressing at once could drop a wanted notification.
+            self._defer(event, NO_CHANNEL, partition, self.clock() + wait)
+            return Outcome.PROCESSED
+        return self._plan(event, partition, state.contact)
+
+    def _plan(
+        self, event: Notifiable, partition: int, contact: ContactPreferences | None
+    ) -> Outcome:
+        """Plan the deliveries of ``event`` on the patient's channels, or suppress it."""
         targets = delivery_targets(event, contact)
         if not targets:
             self._suppress(event, partition, "no contact channel for this notification")
@@ -162,24 +174,28 @@ class Notifier:
                 else quiet_hours_end(self.clock(), contact.quiet_hours, contact.timezone)
             )
             if quiet_end is not None:
-                self._write(
-                    DeliveryRecord.for_event(
-                        event,
-                        label,
-                        partition,
-                        LedgerStatus.DEFERRED,
-                        deferred_until=quiet_end,
-                        source=json.loads(event.model_dump_json()),
-                    )
-                )
-                self._plan_release(quiet_end, event.patient_id, nid)
+                self._defer(event, label, partition, quiet_end)
                 continue
-            await self._start(event, label, channel, contact, partition)
+            self._start(event, label, channel, contact, partition)
         return Outcome.PROCESSED if new else Outcome.DUPLICATE
 
+    def _defer(self, event: Notifiable, label: str, partition: int, until: datetime) -> None:
+        self._write(
+            DeliveryRecord.for_event(
+                event,
+                label,
+                partition,
+                LedgerStatus.DEFERRED,
+                deferred_until=until,
+                source=json.loads(event.model_dump_json()),
+            )
+        )
+        self._plan_release(until, event.patient_id, notification_id(event.event_id, label))
+
     async def release(self, event: Event, partition: int) -> Outcome:
-        """From the timer: a deferred delivery whose quiet hours ended starts now, or a ledger
-        record that left the de-duplication window is forgotten."""
+        """From the timer: a deferred delivery whose quiet hours ended starts now, a
+        notification that waited for the patient's contact is planned, or a ledger record that
+        left the de-duplication window is forgotten."""
         if not isinstance(event, NotificationOutcome):
             raise TypeError(type(event).__name__)
         record = self._record(event.notification_id)
@@ -191,13 +207,18 @@ class Notifier:
         if record is None or record.status is not LedgerStatus.DEFERRED or record.source is None:
             return Outcome.DUPLICATE
         source = EVENT_MODELS[record.source["event_type"]].model_validate(record.source)
+        assert isinstance(source, ReminderDue | DoseMissed | RefillAlert | InteractionWarning)
         contact = self.patient_state(record.patient_id).contact
+        if record.channel == NO_CHANNEL:
+            # The wait for the patient's contact is over: planned with what there is now.
+            del self.ledger[record.notification_id]
+            self._plan(source, partition, contact)
+            return Outcome.PROCESSED
         channel = _channel_by_label(source, contact, record.channel)
         if contact is None or channel is None:
             await self._finish(record, DeliveryStatus.SUPPRESSED, 0, "the channel was removed")
             return Outcome.PROCESSED
-        assert isinstance(source, ReminderDue | DoseMissed | RefillAlert | InteractionWarning)
-        await self._start(source, record.channel, channel, contact, partition)
+        self._start(source, record.channel, channel, contact, partition)
         return Outcome.PROCESSED
 
     async def record_outcome(self, event: Event, partition: int) -> Outcome:
@@ -224,7 +245,7 @@ class Notifier:
 
     # --- deliveries -------------------------------------------------------------------------
 
-    async def _start(
+    def _start(
         self,
         event: Notifiable,
         label: str,

@@ -10,10 +10,11 @@ from datetime import timedelta
 
 import pytest
 
+from streams.agents.notifier import NO_CHANNEL
 from streams.app import Medstream
 from streams.contracts.models import NotificationOutcome, RefillAlert
 from streams.contracts.vocabulary import DeliveryStatus
-from streams.notify.ledger import LedgerStatus, decision_id
+from streams.notify.ledger import LedgerStatus, decision_id, notification_id
 from tests.agents.harness import NOW, Emitted, encoded, event, feeding
 
 WINDOW = timedelta(days=30)  # MEDSTREAM_DEDUP_RETENTION_DAYS, default
@@ -52,16 +53,17 @@ def outcome(nid: str, days_ago: float) -> bytes:
     )
 
 
-def prune(nid: str) -> bytes:
+def command(kind: str, nid: str) -> bytes:
+    """A command of the notifier's timer ("release" or "prune"), as it sends them."""
     return (
         NotificationOutcome(
-            event_id=f"prune-{nid}",
+            event_id=f"{kind}-{nid}",
             patient_id="p1",
             occurred_at=NOW,
             notification_id=nid,
             source_event_id=nid,
-            source_event_type="prune",
-            channel="prune",
+            source_event_type=kind,
+            channel=kind,
             status=DeliveryStatus.SUPPRESSED,
             attempts=0,
         )
@@ -96,9 +98,9 @@ async def test_a_final_record_is_pruned_only_once_it_left_the_window(
     assert ledger["ntf-old"]["finished_at"].startswith(str((NOW - timedelta(days=31)).date()))
     async with feeding(medstream, "release-deferred-notifications") as feed:
         topic = medstream.settings.topic_name("medstream-notification-releases")
-        await feed.put(topic, prune("ntf-old"))
-        await feed.put(topic, prune("ntf-recent"))
-        await feed.put(topic, prune("ntf-old"))  # again: already gone
+        await feed.put(topic, command("prune", "ntf-old"))
+        await feed.put(topic, command("prune", "ntf-recent"))
+        await feed.put(topic, command("prune", "ntf-old"))  # again: already gone
     assert "ntf-old" not in ledger
     assert "ntf-recent" in ledger
     assert medstream.stats.duplicates["NotificationOutcome"] == 2
@@ -150,8 +152,9 @@ async def test_a_replayed_alert_is_decided_once_whatever_the_contact_has_become(
 async def test_a_suppression_is_final_and_leaves_the_ledger_with_the_window(
     medstream: Medstream, emitted: Emitted
 ) -> None:
-    await notify(medstream, refill_alert(1))  # no contact yet
-    await set_contact(medstream, "c1", "patient")
+    await set_contact(medstream, "c1")  # known, but without a channel for alerts
+    await notify(medstream, refill_alert(1))
+    await set_contact(medstream, "c2", "patient")
     await notify(medstream, refill_alert(1))
     assert outcomes(emitted) == [("none", "suppressed", "no contact channel for this notification")]
     # Both the decision mark and the suppression record carry when they were final, so the
@@ -159,3 +162,45 @@ async def test_a_suppression_is_final_and_leaves_the_ledger_with_the_window(
     records = list(medstream.notifier.ledger.values())
     assert len(records) == 2
     assert {record["finished_at"][:10] for record in records} == {str(NOW.date())}
+
+
+async def release(medstream: Medstream, nid: str) -> None:
+    """What the notifier's timer does once a deferred record is due."""
+    async with feeding(medstream, "release-deferred-notifications") as feed:
+        topic = medstream.settings.topic_name("medstream-notification-releases")
+        await feed.put(topic, command("release", nid))
+    async with asyncio.timeout(5):
+        await asyncio.gather(*medstream.notifier.running.values())
+
+
+@pytest.mark.parametrize("contact_arrives", [True, False], ids=["arrives", "never"])
+async def test_an_alert_before_any_contact_waits_for_one(
+    medstream: Medstream, emitted: Emitted, contact_arrives: bool
+) -> None:
+    # The contact and the prescription come on different topics: an alert can reach the
+    # notifier before the contact its patient's onboarding published at the same time.
+    await notify(medstream, refill_alert(1))
+    assert outcomes(emitted) == []
+    waiting = notification_id("refill-1", NO_CHANNEL)
+    record = medstream.notifier.ledger[waiting]
+    assert record["status"] == LedgerStatus.DEFERRED.value
+    wait = timedelta(seconds=medstream.settings.notify_contact_wait_seconds)
+    assert record["deferred_until"] == (NOW + wait).isoformat().replace("+00:00", "Z")
+    assert medstream.notifier._deferred == [(NOW + wait, "p1", waiting)]
+
+    if contact_arrives:
+        await set_contact(medstream, "c1", "patient")
+    await release(medstream, waiting)
+    if contact_arrives:
+        assert outcomes(emitted) == [("console#0", "delivered", None)]
+        assert waiting not in medstream.notifier.ledger
+    else:
+        assert outcomes(emitted) == [
+            ("none", "suppressed", "no contact channel for this notification")
+        ]
+        assert medstream.notifier.ledger[waiting]["status"] == LedgerStatus.SUPPRESSED.value
+
+    # The release again, and the alert again: nothing more.
+    await release(medstream, waiting)
+    await notify(medstream, refill_alert(1))
+    assert len(outcomes(emitted)) == 1

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams.agents.notifier import NO_CHANNEL
 from streams.agents.patient_events import ReminderTimer
 from streams.app import Medstream
 from streams.contracts.models import (
@@ -299,12 +300,15 @@ async def test_a_recorded_reminder_opens_a_slot_and_a_missed_dose_closes_it(
     assert medstream.stats.processed["DoseMissed"] == 1
     assert medstream.stats.duplicates == {"ReminderDue": 1, "DoseMissed": 1}
     assert medstream.stats.consumed["medication-reminders"] == 4
-    # The notifier saw each once: the patient has no contact channel, so each is suppressed,
-    # and the redeliveries are recognised by the delivery ledger.
-    assert [(topic, event.event_type, event.status) for topic, event in emitted] == [
-        ("notifications", "NotificationOutcome", "suppressed"),
-        ("notifications", "NotificationOutcome", "suppressed"),
+    # The notifier saw each once: the patient has no contact preferences yet, so each waits
+    # for them, and the redeliveries are recognised by the delivery ledger.
+    assert emitted == []
+    waiting = [
+        (record["source_event_type"], record["status"])
+        for record in medstream.notifier.ledger.values()
+        if record["channel"] == NO_CHANNEL
     ]
+    assert waiting == [("ReminderDue", "deferred"), ("DoseMissed", "deferred")]
 
 
 async def test_an_input_event_on_the_reminders_topic_is_dead_lettered(
