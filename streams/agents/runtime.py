@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.exceptions import PartitionsMismatch
 
 from streams.contracts.codecs import (
     ContractError,
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 REGISTRY_ATTEMPTS = 4
 SEND_RETRY_FIRST = 0.5
 SEND_RETRY_CAP = 10.0
+# Failures of the worker's own setup, not of the event: the event waits for them to pass (a
+# table's changelog metadata still incomplete while a broker starts) instead of being
+# dead-lettered with every event behind it. Raised before the handler has written anything.
+NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (PartitionsMismatch,)
 
 
 class ProcessingError(ContractError):
@@ -258,14 +263,7 @@ class Intake:
         tracing.name_event(span, f"consume {topic}", event.event_type)
         started = time.perf_counter()
         try:
-            with tracing.span(
-                f"process {self.agent} {event.event_type}",
-                attributes={
-                    "medstream.agent": self.agent,
-                    "medstream.event_type": event.event_type,
-                },
-            ):
-                outcome = await handler(event, message.partition)
+            outcome = await self._run_handler(handler, event, message)
         except ContractError as error:
             await self._dead_letter(message, error.error_type, error.message)
             return
@@ -293,6 +291,32 @@ class Intake:
                 event.event_type,
             )
         )
+
+    async def _run_handler(self, handler: Handler, event: Event, message: Any) -> Outcome:
+        """Run the handler; while the worker itself is not ready for it, wait and run it again."""
+        delay = SEND_RETRY_FIRST
+        while True:
+            try:
+                with tracing.span(
+                    f"process {self.agent} {event.event_type}",
+                    attributes={
+                        "medstream.agent": self.agent,
+                        "medstream.event_type": event.event_type,
+                    },
+                ):
+                    return await handler(event, message.partition)
+            except NOT_THE_EVENTS_FAULT as error:
+                log.error(
+                    "processing waits: topic=%s partition=%s offset=%s error=%s (the worker's "
+                    "topic metadata is not ready, not the event); trying again in %.1fs",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    type(error).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SEND_RETRY_CAP)
 
     async def _decode(self, value: bytes | None, topic: str) -> Event:
         allowed = self.allowed_types.get(topic)

@@ -9,13 +9,15 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from faust.exceptions import PartitionsMismatch
 
+from streams.agents import runtime
 from streams.agents.notifier import NO_CHANNEL
 from streams.app import Medstream
-from streams.contracts.models import NotificationOutcome, RefillAlert
+from streams.contracts.models import DeadLetter, NotificationOutcome, RefillAlert
 from streams.contracts.vocabulary import DeliveryStatus
 from streams.notify.ledger import LedgerStatus, decision_id, notification_id
-from tests.agents.harness import NOW, Emitted, encoded, event, feeding
+from tests.agents.harness import NOW, Emitted, encoded, event, feeding, of_type
 
 WINDOW = timedelta(days=30)  # MEDSTREAM_DEDUP_RETENTION_DAYS, default
 
@@ -204,3 +206,30 @@ async def test_an_alert_before_any_contact_waits_for_one(
     await release(medstream, waiting)
     await notify(medstream, refill_alert(1))
     assert len(outcomes(emitted)) == 1
+
+
+async def test_a_worker_not_ready_for_its_tables_holds_the_event_instead_of_dead_lettering(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen on a broker still loading after a restart: the consumer's metadata of a changelog
+    # topic was incomplete for over a minute, and Faust refused every table write with
+    # PartitionsMismatch. Those events were fine; they wait, and are handled once it passes.
+    monkeypatch.setattr(runtime, "SEND_RETRY_FIRST", 0.01)
+    ledger = medstream.notifier.ledger
+    verify = ledger._verify_source_topic_partitions
+    refusals = 3
+
+    def not_ready_yet(source_topic: str) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise PartitionsMismatch("metadata of the changelog topic is incomplete")
+        verify(source_topic)
+
+    monkeypatch.setattr(ledger, "_verify_source_topic_partitions", not_ready_yet)
+    await set_contact(medstream, "c1", "patient")
+    await notify(medstream, refill_alert(1))
+    assert refusals == 0
+    assert outcomes(emitted) == [("console#0", "delivered", None)]
+    assert not of_type(emitted, DeadLetter)
+    assert medstream.stats.dead_lettered == {}
