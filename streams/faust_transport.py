@@ -124,17 +124,19 @@ class AcknowledgedTable(faust.Table[str, Any]):
     # Beyond this many, acknowledged records are dropped from the list on the next write.
     _PRUNE_AT = 1000
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unacknowledged: list[Any] = []
+
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         sent = super().send_changelog(*args, **kwargs)
-        pending: list[Any] = self.__dict__.setdefault("_unacknowledged", [])
-        pending.append(sent)
-        if len(pending) > self._PRUNE_AT:
-            pending[:] = [each for each in pending if not each.done()]
+        self._unacknowledged.append(sent)
+        if len(self._unacknowledged) > self._PRUNE_AT:
+            self._unacknowledged = [each for each in self._unacknowledged if not each.done()]
         return sent
 
     async def acknowledged(self) -> None:
         """Return once every write made so far is acknowledged by the broker."""
-        pending: list[Any] = self.__dict__.setdefault("_unacknowledged", [])
-        self.__dict__["_unacknowledged"] = []
+        pending, self._unacknowledged = self._unacknowledged, []
         for sent in pending:
             await sent

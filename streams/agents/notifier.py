@@ -144,12 +144,11 @@ class Notifier:
         ):
             self._suppress(event, partition, "the medication was discontinued")
             return Outcome.PROCESSED
-        wait = timedelta(seconds=self.settings.notify_contact_wait_seconds)
-        if state.contact is None and wait:
+        if state.contact is None and self._contact_wait:
             # The contact comes on another topic than what caused this event, in no order
             # with it: an onboarding may publish both at once, and a worker taking over
             # partitions re-reads both. Suppressing at once could drop a wanted notification.
-            self._defer(event, NO_CHANNEL, partition, self.clock() + wait)
+            self._defer(event, NO_CHANNEL, partition, self.clock() + self._contact_wait)
             return Outcome.PROCESSED
         return self._plan(event, partition, state.contact)
 
@@ -529,6 +528,10 @@ class Notifier:
     @property
     def _retention(self) -> timedelta:
         return timedelta(days=self.settings.dedup_retention_days)
+
+    @property
+    def _contact_wait(self) -> timedelta:
+        return timedelta(seconds=self.settings.notify_contact_wait_seconds)
 
     # --- ledger access ----------------------------------------------------------------------
 

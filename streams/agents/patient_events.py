@@ -232,8 +232,7 @@ class PatientStore:
         back). In the same pass, the outputs their outboxes still hold (their writer may have
         crashed before the broker acknowledged them) are added to ``unsent``."""
         for patient_id, value in self.table.items():
-            # The partition is read raw: parsing the records of other workers' partitions
-            # would double the cost of a rebuild.
+            # Checked raw first: records of standby partitions are never parsed.
             if not value or value.get("partition") not in partitions:
                 continue
             unsent.extend(load_outbox(value))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,6 +40,15 @@ SEND_RETRY_CAP = 10.0
 # table's changelog metadata still incomplete while a broker starts) instead of being
 # dead-lettered with every event behind it. Raised before the handler has written anything.
 NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (PartitionsMismatch,)
+
+
+def waits_before_retrying() -> Iterator[float]:
+    """How long a stream waits before each new try of what must not be given up: from
+    ``SEND_RETRY_FIRST`` seconds, doubling, at most ``SEND_RETRY_CAP``."""
+    delay = SEND_RETRY_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, SEND_RETRY_CAP)
 
 
 class ProcessingError(ContractError):
@@ -162,9 +171,8 @@ class Emitter:
         the caller (and its partition's stream) waits, and the log says why. ``what`` names
         the record in that log line; it must not carry patient data.
         """
-        delay = SEND_RETRY_FIRST
         pending = sent
-        while True:
+        for delay in waits_before_retrying():
             try:
                 if pending is None:
                     pending = await self.emit(topic, event)
@@ -179,7 +187,6 @@ class Emitter:
                 )
                 pending = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, SEND_RETRY_CAP)
 
 
 @dataclass
@@ -294,8 +301,7 @@ class Intake:
 
     async def _run_handler(self, handler: Handler, event: Event, message: Any) -> Outcome:
         """Run the handler; while the worker itself is not ready for it, wait and run it again."""
-        delay = SEND_RETRY_FIRST
-        while True:
+        for delay in waits_before_retrying():
             try:
                 with tracing.span(
                     f"process {self.agent} {event.event_type}",
@@ -316,7 +322,7 @@ class Intake:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, SEND_RETRY_CAP)
+        raise AssertionError("waits_before_retrying never ends")
 
     async def _decode(self, value: bytes | None, topic: str) -> Event:
         allowed = self.allowed_types.get(topic)

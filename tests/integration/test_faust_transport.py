@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -13,7 +12,7 @@ from streams.app import create_app
 from streams.kafka_client import client_options
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.test_patient_state import Events, publish, values
+from tests.integration.test_patient_state import Events, publish, values, wait_for
 from tests.kafka_helpers import consume, running
 
 pytestmark = pytest.mark.integration
@@ -39,9 +38,7 @@ async def test_records_dropped_before_the_first_commit_are_read_again(settings: 
     events = Events("p-rewind")
     topic = settings.topic_name("medication-events")
     async with running(medstream):
-        deadline = time.monotonic() + 60
-        while not tables_recovered(app) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: tables_recovered(app), 60)
         app.consumer.stop_flow()
         await publish(
             settings,
@@ -68,9 +65,7 @@ async def test_acknowledged_returns_once_every_write_is_in_the_changelog(
     changelog = table.changelog_topic.get_topic_name()
     writes = 2500
     async with running(medstream):
-        deadline = time.monotonic() + 60
-        while not tables_recovered(medstream.app) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: tables_recovered(medstream.app), 60)
         before = sum((await end_offsets(settings, changelog)).values())
         sent = [
             table.send_changelog(n % settings.topic_partitions, f"key-{n}", {"n": n})
