@@ -19,6 +19,7 @@ from bench import (
     codecs,
     faust_floor,
     latency,
+    many_medications,
     memory,
     pipeline,
     punctuality,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "codecs": codecs.run,
     "memory": memory.run,
     "recovery": recovery.run,
+    "many-medications": many_medications.run,
 }
 
 

@@ -30,6 +30,14 @@ EXPECTED = {
         "start to ready, from the changelog alone",
         "start to ready, from local RocksDB",
     },
+    "many-medications": {
+        "pure: next prescription, 1 medication",
+        "pure: next prescription, 10 medications",
+        "pure: next prescription, 100 medications",
+        "worker: alert behind 1 prescription",
+        "worker: 100 prescriptions processed",
+        "worker: alert behind 100 prescriptions",
+    },
 }
 
 
