@@ -258,6 +258,8 @@ def run_demo(settings: Settings, duration: float | None = None) -> int:
             # A one-minute grace window, so the demo also shows a missed dose.
             "MEDSTREAM_REMINDER_GRACE_MINUTES": "1",
             "MEDSTREAM_WEB_ENABLED": "false",
+            # The demo patient's channel: its messages, names included, go to the worker log.
+            "MEDSTREAM_NOTIFY_CONSOLE_ENABLED": "true",
         }
         print(f"starting a worker (log: {worker_log}) ...")
         with worker_log.open("ab") as log_handle:

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.notify.targets import parse_allow_list
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -195,6 +197,18 @@ class Settings(BaseSettings):
         None,
         description="MEDSTREAM_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key that signs webhooks.",
     )
+    notify_webhook_allow: str = Field(
+        "",
+        description=(
+            "MEDSTREAM_NOTIFY_WEBHOOK_ALLOW: comma-separated host names and CIDRs inside the "
+            "network that webhooks (and Apprise URLs) may reach; every other loopback, private, "
+            "link-local or otherwise non-public address is refused. Cloud metadata never."
+        ),
+    )
+    notify_webhook_allow_http: bool = Field(
+        False,
+        description="MEDSTREAM_NOTIFY_WEBHOOK_ALLOW_HTTP: allow http:// webhooks (https only).",
+    )
     notify_smtp_host: str | None = Field(
         None, description="MEDSTREAM_NOTIFY_SMTP_HOST: SMTP server for e-mail notifications."
     )
@@ -202,10 +216,21 @@ class Settings(BaseSettings):
         25, ge=1, le=65535, description="MEDSTREAM_NOTIFY_SMTP_PORT: SMTP server port."
     )
     notify_smtp_starttls: bool = Field(
-        False, description="MEDSTREAM_NOTIFY_SMTP_STARTTLS: upgrade the connection with STARTTLS."
+        False,
+        description=(
+            "MEDSTREAM_NOTIFY_SMTP_STARTTLS: require STARTTLS (without it, STARTTLS is still "
+            "used whenever the server offers it)."
+        ),
     )
     notify_smtp_tls: bool = Field(
         False, description="MEDSTREAM_NOTIFY_SMTP_TLS: connect with implicit TLS (port 465)."
+    )
+    notify_smtp_require_tls: bool = Field(
+        False,
+        description=(
+            "MEDSTREAM_NOTIFY_SMTP_REQUIRE_TLS: send no e-mail over a connection that is not "
+            "TLS (implicit or STARTTLS). Credentials are never sent without TLS in any case."
+        ),
     )
     notify_smtp_username: str | None = Field(
         None, description="MEDSTREAM_NOTIFY_SMTP_USERNAME: SMTP user, when authentication is on."
@@ -237,6 +262,20 @@ class Settings(BaseSettings):
         description=(
             "MEDSTREAM_NOTIFY_CONTACT_WAIT_SECONDS: how long a notification for a patient with "
             "no contact preferences yet waits for them before it is suppressed."
+        ),
+    )
+    notify_console_enabled: bool = Field(
+        False,
+        description=(
+            "MEDSTREAM_NOTIFY_CONSOLE_ENABLED: offer the console channel, which writes messages "
+            "into the log (`medstream demo` turns it on); otherwise console contacts fail."
+        ),
+    )
+    notify_apprise_schemes: str = Field(
+        "",
+        description=(
+            "MEDSTREAM_NOTIFY_APPRISE_SCHEMES: comma-separated Apprise URL schemes patients may "
+            "use (e.g. 'tgram,pover'); none by default."
         ),
     )
 
@@ -278,6 +317,20 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @field_validator("notify_webhook_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        hosts, networks = parse_allow_list(value)
+        return ",".join([*hosts, *(str(network) for network in networks)])
+
+    @field_validator("notify_apprise_schemes")
+    @classmethod
+    def _scheme_list(cls, value: str) -> str:
+        schemes = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if any(not scheme.isascii() or not scheme.isalnum() for scheme in schemes):
+            raise ValueError("expected a comma-separated list of URL schemes such as 'tgram'")
+        return ",".join(schemes)
 
     @field_validator("bootstrap_servers")
     @classmethod

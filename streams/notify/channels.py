@@ -23,11 +23,20 @@ retried after timeouts, so a request may arrive more than once.
 
 A 2xx answer means delivered. 408, 429 and 5xx answers, timeouts and connection failures are
 worth retrying; any other answer is final (redirects are not followed).
+
+Targets are patient-supplied, so a webhook may only reach what `streams.notify.targets` allows:
+https (http when the settings say so), no credentials, and a host whose every address is public
+or allow-listed. The check runs in the connector's resolver, on the very addresses the
+connection then uses, so a name that answers differently a moment later (DNS rebinding) cannot
+slip an inner address through. A refused target, and every failure to reach a receiver, has one
+fixed text each: which hosts and ports answer inside the network is not to be learnt from
+NotificationOutcome errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -36,18 +45,26 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr, parsedate_to_datetime
 from typing import Protocol, TextIO
-from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from streams.notify.messages import Message
+from streams.notify.targets import (
+    Refusal,
+    TargetPolicy,
+    address_refusal,
+    literal_address,
+    url_refusal,
+)
 from streams.observability import tracing
 
 SIGNATURE_SCHEME = "v1"
@@ -56,6 +73,12 @@ SIGNATURE_HEADER = "X-Medstream-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 NOTIFICATION_ID_HEADER = "X-Medstream-Notification-Id"
 USER_AGENT = "medstream-notifier/1"
+
+WEBHOOK_REFUSED = "target refused by the webhook policy"
+WEBHOOK_UNREACHABLE = "webhook receiver not reachable"
+APPRISE_REFUSED = "target refused by the apprise policy"
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
@@ -121,6 +144,45 @@ def verify_signature(
     return matched
 
 
+class TargetRefusedError(OSError):
+    """The resolver refused every connection to a host (raised inside aiohttp's connector)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(WEBHOOK_REFUSED)
+        self.refusal = refusal
+
+
+class VettingResolver(AbstractResolver):
+    """Resolves like aiohttp's default resolver, and refuses a host unless every address is
+    allowed by the policy: the connector connects only to the addresses returned here.
+
+    aiohttp keeps the URL's host name for the Host header and for TLS (SNI and the certificate
+    check), so only the address a connection goes to is decided here.
+    """
+
+    def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        # Created on first use: aiohttp's default resolver binds to the running loop.
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The addresses of `host`, all of them vetted; TargetRefusedError otherwise."""
+        if self._inner is None:
+            self._inner = DefaultResolver()
+        results = await self._inner.resolve(host, port, family)
+        refusal = address_refusal(host, [result["host"] for result in results], self._policy)
+        if refusal is not None:
+            raise TargetRefusedError(refusal)
+        return results
+
+    async def close(self) -> None:
+        """Close the resolver underneath."""
+        if self._inner is not None:
+            await self._inner.close()
+
+
 class WebhookChannel:
     """Signed JSON POSTs; one HTTP session per channel, opened on first use."""
 
@@ -134,6 +196,8 @@ class WebhookChannel:
         max_connections: int = 100,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
+        policy: TargetPolicy | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if not secret:
             raise ValueError("a webhook secret is required")
@@ -145,6 +209,10 @@ class WebhookChannel:
         # E.g. one trusting a hospital's private CA; None means the system's trust store.
         self._ssl_context = ssl_context
         self._clock = clock
+        # The default: https only, public addresses only.
+        self.policy = policy if policy is not None else TargetPolicy()
+        # The resolver beneath the vetting one (tests give one that lies, like a rebinding DNS).
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -156,20 +224,22 @@ class WebhookChannel:
                 connector=aiohttp.TCPConnector(
                     limit=self._max_connections,
                     ssl=self._ssl_context if self._ssl_context is not None else True,
+                    # Its DNS cache holds only what this resolver returned, so vetted addresses.
+                    resolver=VettingResolver(self.policy, self._resolver),
                 ),
                 headers={"User-Agent": USER_AGENT},
+                # Proxy variables would send the request somewhere the policy never checked.
+                trust_env=False,
             )
         return self._session
 
     async def deliver(self, target: str, message: Message) -> None:
         """POST the signed body to the URL `target`."""
-        try:
-            parts = urlsplit(target)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            valid = False
-        if not valid:
-            raise DeliveryError("webhook target is not an http(s) URL", retryable=False)
+        # aiohttp skips the resolver for a literal address, so the URL check covers those.
+        refusal = url_refusal(target, self.policy)
+        if refusal is not None:
+            log.debug("webhook target refused: %s", refusal.value)
+            raise DeliveryError(WEBHOOK_REFUSED, retryable=False)
         payload = body_bytes(message)
         timestamp = str(int(self._clock()))
         headers = {
@@ -187,25 +257,22 @@ class WebhookChannel:
             ) as response:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"), self._clock())
-        except TimeoutError:
-            raise DeliveryError(
-                f"webhook timed out after {self.timeout}s", retryable=True
-            ) from None
         except aiohttp.InvalidURL:
             raise DeliveryError("webhook target is not a valid URL", retryable=False) from None
-        except aiohttp.ClientConnectorCertificateError:
-            # A certificate is not fixed within a retry schedule; an operator must look at it.
-            raise DeliveryError(
-                "webhook TLS certificate verification failed", retryable=False
-            ) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise DeliveryError(
-                f"webhook connection failed ({type(exc).__name__})", retryable=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryError(
-                f"webhook request failed ({type(exc).__name__})", retryable=True
-            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, TargetRefusedError):
+                log.debug("webhook target refused: %s", exc.os_error.refusal.value)
+                raise DeliveryError(WEBHOOK_REFUSED, retryable=False) from None
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                # Not fixed within a retry schedule; an operator must look at it. Only an
+                # allowed host gets this far, so it tells nothing about the inner network.
+                raise DeliveryError(
+                    "webhook TLS certificate verification failed", retryable=False
+                ) from None
+            raise _unreachable(exc) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Refused, timed out, reset, no such name: one text, or errors would map the network.
+            raise _unreachable(exc) from None
         if 200 <= status < 300:
             return
         retryable = status in (408, 429) or status >= 500
@@ -220,6 +287,12 @@ class WebhookChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _unreachable(exc: BaseException) -> DeliveryError:
+    # The exception type helps an operator; the target stays out of the log.
+    log.debug("webhook attempt failed: %s", type(exc).__name__)
+    return DeliveryError(WEBHOOK_UNREACHABLE, retryable=True)
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -237,8 +310,18 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+SMTP_TLS_REQUIRED = "SMTP server offers no TLS, which the settings require"
+SMTP_AUTH_NEEDS_TLS = "SMTP credentials are not sent without TLS"
+
+
 class EmailChannel:
-    """A text/plain e-mail with the JSON body attached, over SMTP (one connection per e-mail)."""
+    """A text/plain e-mail with the JSON body attached, over SMTP (one connection per e-mail).
+
+    TLS: implicit (`use_tls`), STARTTLS required (`starttls`), or else STARTTLS whenever the
+    server offers it, always with the certificate checked. Credentials only ever go over TLS:
+    on a plain connection a delivery with credentials fails before AUTH, and so does every
+    delivery with `require_tls`.
+    """
 
     kind = "email"
 
@@ -255,6 +338,7 @@ class EmailChannel:
         *,
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        require_tls: bool = False,
     ) -> None:
         if starttls and use_tls:
             raise ValueError("choose STARTTLS or implicit TLS, not both")
@@ -268,6 +352,7 @@ class EmailChannel:
         self.timeout = timeout
         self.starttls = starttls
         self.use_tls = use_tls
+        self.require_tls = require_tls
         self._username = username
         self._password = password
         # E.g. one trusting a private CA; None means the system's trust store.
@@ -312,22 +397,9 @@ class EmailChannel:
         try:
             # aiosmtplib's timeout is per command; this one bounds the whole conversation.
             async with asyncio.timeout(self.timeout):
-                await aiosmtplib.send(
-                    mail,
-                    sender=self.sender,
-                    recipients=[address],
-                    hostname=self.host,
-                    port=self.port,
-                    timeout=self.timeout,
-                    use_tls=self.use_tls,
-                    # False, not None: None would upgrade opportunistically and then fail on a
-                    # relay whose certificate the system does not trust.
-                    start_tls=self.starttls,
-                    username=self._username,
-                    password=self._password,
-                    tls_context=self._tls_context,
-                    local_hostname=self._local_hostname,
-                )
+                await self._send(mail, address)
+        except DeliveryError:
+            raise
         except TimeoutError:
             raise DeliveryError(f"SMTP timed out after {self.timeout}s", retryable=True) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -351,6 +423,33 @@ class EmailChannel:
             raise DeliveryError(
                 f"SMTP connection failed ({type(exc).__name__})", retryable=True
             ) from None
+
+    async def _send(self, mail: EmailMessage, address: str) -> None:
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.use_tls,
+            # None upgrades when the server offers STARTTLS; True fails when it does not.
+            start_tls=True if self.starttls else (False if self.use_tls else None),
+            tls_context=self._tls_context,
+            local_hostname=self._local_hostname,
+        )
+        # No credentials given to connect(): it would log in before we could see the TLS state.
+        await client.connect()
+        try:
+            secure = client.get_transport_info("sslcontext") is not None
+            if not secure and self.require_tls:
+                raise DeliveryError(SMTP_TLS_REQUIRED, retryable=False)
+            if self._username is not None and self._password is not None:
+                if not secure:
+                    raise DeliveryError(SMTP_AUTH_NEEDS_TLS, retryable=False)
+                await client.login(self._username, self._password)
+            await client.send_message(mail, sender=self.sender, recipients=[address])
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await client.quit()
+        finally:
+            client.close()
 
     async def close(self) -> None:
         """Nothing to release: each e-mail uses its own connection."""
@@ -438,16 +537,31 @@ class AppriseChannel:
 
     Apprise is blocking, so it runs on this channel's own threads, which keeps slow services
     from starving the event loop's default executor.
+
+    Only the URL schemes in `schemes` are accepted (none by default). A service whose URL names
+    a host of its own (json://, ntfy://, mailto://...) may only name one whose addresses the
+    policy allows; Apprise resolves it again when it connects, and may follow redirects, so
+    only schemes of fixed services (tgram, pover...) are safe without an allow-list.
     """
 
     kind = "apprise"
 
-    def __init__(self, timeout: float, *, max_workers: int = 8, private_logs: bool = True) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        max_workers: int = 8,
+        private_logs: bool = True,
+        schemes: Iterable[str] = (),
+        policy: TargetPolicy | None = None,
+    ) -> None:
         import apprise  # noqa: F401 -- fails at wiring time, not at the first delivery
 
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = timeout
+        self.schemes = frozenset(scheme.strip().lower() for scheme in schemes if scheme.strip())
+        self.policy = policy if policy is not None else TargetPolicy()
         self._executor = ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="medstream-apprise"
         )
@@ -469,9 +583,14 @@ class AppriseChannel:
     def _notify(self, target: str, message: Message) -> None:
         import apprise
 
+        scheme, separator, _rest = target.partition("://")
+        if not separator or scheme.lower() not in self.schemes:
+            raise DeliveryError(APPRISE_REFUSED, retryable=False)
         service = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
         if not service.add(target):
             raise DeliveryError("apprise target is not a valid Apprise URL", retryable=False)
+        for plugin in service:
+            self._vet_hosts(plugin)
         urgent = message.body.get("event_type") in ("DoseMissed", "InteractionWarning")
         try:
             result = service.notify(
@@ -485,6 +604,30 @@ class AppriseChannel:
             raise DeliveryError(f"apprise raised {type(exc).__name__}", retryable=True) from None
         if not result:
             raise DeliveryError(f"apprise delivery failed ({result.status.name})", retryable=True)
+
+    def _vet_hosts(self, plugin: object) -> None:
+        # A service "has a host" when its URL template has one (Apprise's own description);
+        # e-mail also names the SMTP server it will use.
+        if "host" not in getattr(type(plugin), "template_tokens", {}):
+            return
+        for host in {getattr(plugin, "host", None), getattr(plugin, "smtp_host", None)}:
+            if not isinstance(host, str) or not host:
+                continue
+            host = host.strip("[]")
+            literal = literal_address(host)
+            if literal is not None:
+                addresses: list[str] = [str(literal)]
+            else:
+                try:
+                    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+                except (OSError, UnicodeError):
+                    log.debug("apprise host did not resolve")
+                    raise DeliveryError("apprise delivery failed", retryable=True) from None
+                addresses = [str(info[4][0]) for info in infos]
+            refusal = address_refusal(host, addresses, self.policy)
+            if refusal is not None:
+                log.debug("apprise target refused: %s", refusal.value)
+                raise DeliveryError(APPRISE_REFUSED, retryable=False)
 
     async def close(self) -> None:
         """Stop the worker threads once running notifications end."""

@@ -15,14 +15,15 @@ from streams.settings import Settings
 from tests.agents.harness import NOW, Emitted
 
 
-@pytest.fixture
-def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
+def agent_test_app(monkeypatch: pytest.MonkeyPatch, **settings: object) -> Medstream:
+    """The real app with in-memory tables and a fixed clock, as the agent tests need it."""
     app = create_app(
         Settings(
             store_url="memory://",
             web_enabled=False,
             app_id=f"agents-{uuid.uuid4().hex[:10]}",
             topic_partitions=4,
+            **settings,  # type: ignore[arg-type]
         )
     )
     monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
@@ -38,8 +39,7 @@ def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
     return app
 
 
-@pytest.fixture
-def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
+def capture_emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
     """What the agents publish, as (topic name, event), in order."""
     sent: Emitted = []
     emitter = medstream.patients.store.emitter
@@ -54,3 +54,14 @@ def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
 
     monkeypatch.setattr(emitter, "emit", emit)
     return sent
+
+
+@pytest.fixture
+def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
+    return agent_test_app(monkeypatch)
+
+
+@pytest.fixture
+def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
+    """What the agents publish, as (topic name, event), in order."""
+    return capture_emitted(medstream, monkeypatch)

@@ -8,10 +8,8 @@ import email.policy
 import io
 import json
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import traceback
@@ -19,15 +17,24 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from pydantic import SecretStr
 
+from streams.agents.notifier import build_channels
+from streams.contracts.vocabulary import ChannelKind
 from streams.notify.channels import (
+    APPRISE_REFUSED,
+    SMTP_AUTH_NEEDS_TLS,
+    SMTP_TLS_REQUIRED,
+    WEBHOOK_REFUSED,
+    WEBHOOK_UNREACHABLE,
     AppriseChannel,
     Channel,
     ConsoleChannel,
@@ -39,6 +46,8 @@ from streams.notify.channels import (
     verify_signature,
 )
 from streams.notify.messages import Message, render
+from streams.notify.targets import TargetPolicy
+from streams.settings import Settings
 from tests.unit.test_notify_messages import missed, reminder, warning
 
 pytestmark = pytest.mark.integration
@@ -46,6 +55,9 @@ pytestmark = pytest.mark.integration
 SECRET = b"webhook-signing-secret"
 SMTP_USER = "medstream"
 SMTP_PASSWORD = "s3cret-password"
+# The test receivers listen on loopback, which only an allow-list opens.
+LOOPBACK = TargetPolicy.from_allow_list("127.0.0.1")
+LOOPBACK_HTTP = TargetPolicy.from_allow_list("127.0.0.1", allow_http=True)
 
 
 def a_message(notification_id: str = "ntf-test-1") -> Message:
@@ -94,7 +106,9 @@ class WebhookServer:
 
 
 @asynccontextmanager
-async def serve_webhooks(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[WebhookServer]:
+async def serve_webhooks(
+    ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[WebhookServer]:
     """A webhook receiver on an ephemeral port: /hook/ok, /hook/status/<code>, /hook/slow..."""
     server = WebhookServer(base_url="")
     release = asyncio.Event()
@@ -133,7 +147,7 @@ async def serve_webhooks(ssl_context: ssl.SSLContext | None = None) -> AsyncIter
     app.router.add_post("/hook/redirect", redirect)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     host, port = runner.addresses[0][:2]
     server.base_url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
@@ -152,7 +166,7 @@ async def webhook_server() -> AsyncIterator[WebhookServer]:
 
 @pytest.fixture
 async def webhook() -> AsyncIterator[WebhookChannel]:
-    channel = WebhookChannel(SECRET, timeout=2.0)
+    channel = WebhookChannel(SECRET, timeout=2.0, policy=LOOPBACK_HTTP)
     try:
         yield channel
     finally:
@@ -278,7 +292,7 @@ async def test_redirects_are_not_followed(
 
 
 async def test_a_slow_receiver_times_out(webhook_server: WebhookServer) -> None:
-    channel = WebhookChannel(SECRET, timeout=0.3)
+    channel = WebhookChannel(SECRET, timeout=0.3, policy=LOOPBACK_HTTP)
     url = webhook_server.url("/hook/slow")
     try:
         started = time.monotonic()
@@ -288,7 +302,8 @@ async def test_a_slow_receiver_times_out(webhook_server: WebhookServer) -> None:
     finally:
         await channel.close()
     assert caught.value.retryable
-    assert str(caught.value) == "webhook timed out after 0.3s"
+    # The same text as a closed port: a timeout would tell a filtered port from a closed one.
+    assert str(caught.value) == WEBHOOK_UNREACHABLE
     assert_keeps_secret(caught.value, url, webhook_server.base_url)
 
 
@@ -297,7 +312,7 @@ async def test_connection_refused_is_retryable(webhook: WebhookChannel) -> None:
     with pytest.raises(DeliveryError) as caught:
         await webhook.deliver(url, a_message())
     assert caught.value.retryable
-    assert str(caught.value).startswith("webhook connection failed")
+    assert str(caught.value) == WEBHOOK_UNREACHABLE
     assert_keeps_secret(caught.value, url, "127.0.0.1", "secret-token")
 
 
@@ -327,6 +342,252 @@ async def test_one_session_serves_many_deliveries_and_reopens_after_close(
     assert keys == {"ntf-test-1", *(f"ntf-{i}" for i in range(5))}
 
 
+# --- The webhook target policy, against a real receiver ------------------------------------
+
+
+class FakeResolver(AbstractResolver):
+    """Answers from a script, one list of addresses per lookup (the last one repeats)."""
+
+    def __init__(self, *answers: list[str] | OSError) -> None:
+        self.answers = list(answers)
+        self.lookups: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups.append(host)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, OSError):
+            raise answer
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+            for address in answer
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def refused_without_trace(error: DeliveryError, url: str) -> None:
+    assert str(error) == WEBHOOK_REFUSED
+    assert not error.retryable
+    assert_keeps_secret(error, url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/hook/ok",
+        "http://localhost:{port}/hook/ok",
+        "http://[::1]:{port}/hook/ok",
+        "http://[::ffff:127.0.0.1]:{port}/hook/ok",
+        "http://2130706433:{port}/hook/ok",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+async def test_targets_inside_the_network_are_refused_and_get_no_request(
+    webhook_server: WebhookServer, url: str
+) -> None:
+    # http is allowed here, so only the address decides.
+    channel = WebhookChannel(SECRET, timeout=2.0, policy=TargetPolicy(allow_http=True))
+    target = url.format(port=webhook_server.base_url.rsplit(":", 1)[1])
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(target, a_message())
+    finally:
+        await channel.close()
+    refused_without_trace(caught.value, target)
+    assert webhook_server.received == []
+
+
+async def test_a_literal_inner_address_is_refused_before_any_connection() -> None:
+    channel = WebhookChannel(SECRET, timeout=2.0)
+    for url in ("https://169.254.169.254/latest/meta-data/", "https://10.0.0.1/"):
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(url, a_message())
+        refused_without_trace(caught.value, url)
+    # No HTTP session was even opened, so nothing was connected.
+    assert channel._session is None
+
+
+async def test_a_name_resolving_to_loopback_is_refused(webhook_server: WebhookServer) -> None:
+    port = webhook_server.base_url.rsplit(":", 1)[1]
+    resolver = FakeResolver(["127.0.0.1"])
+    channel = WebhookChannel(
+        SECRET, timeout=2.0, policy=TargetPolicy(allow_http=True), resolver=resolver
+    )
+    url = f"http://hooks.example.org:{port}/hook/ok"
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(url, a_message())
+    finally:
+        await channel.close()
+    refused_without_trace(caught.value, url)
+    assert resolver.lookups == ["hooks.example.org"]
+    assert webhook_server.received == []
+
+
+async def test_one_inner_address_among_public_ones_refuses_the_name(
+    webhook_server: WebhookServer,
+) -> None:
+    port = webhook_server.base_url.rsplit(":", 1)[1]
+    resolver = FakeResolver(["93.184.215.14", "127.0.0.1"])
+    channel = WebhookChannel(
+        SECRET, timeout=2.0, policy=TargetPolicy(allow_http=True), resolver=resolver
+    )
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(f"http://hooks.example.org:{port}/hook/ok", a_message())
+    finally:
+        await channel.close()
+    assert str(caught.value) == WEBHOOK_REFUSED
+    assert webhook_server.received == []
+
+
+async def test_dns_rebinding_cannot_reach_an_unvetted_address() -> None:
+    # A public address cannot be served in a test, so 127.0.0.2 (allow-listed) stands for the
+    # vetted answer and 127.0.0.1 (not allow-listed) for the inner one a rebinding DNS gives
+    # next; both receivers listen on the same port, so only the address tells them apart.
+    async with serve_webhooks(host="127.0.0.2") as vetted:
+        port = int(vetted.base_url.rsplit(":", 1)[1])
+        async with serve_webhooks(host="127.0.0.1", port=port) as inner:
+            resolver = FakeResolver(["127.0.0.2"], ["127.0.0.1"])
+            policy = TargetPolicy.from_allow_list("127.0.0.2", allow_http=True)
+            channel = WebhookChannel(SECRET, timeout=2.0, policy=policy, resolver=resolver)
+            url = f"http://rebind.test:{port}/hook/ok"
+            try:
+                await channel.deliver(url, a_message("ntf-first"))
+                # A new session, so neither a pooled connection nor a cached answer is reused.
+                await channel.close()
+                with pytest.raises(DeliveryError) as caught:
+                    await channel.deliver(url, a_message("ntf-second"))
+            finally:
+                await channel.close()
+    assert resolver.lookups == ["rebind.test", "rebind.test"]
+    [request] = vetted.received
+    assert request.headers["Idempotency-Key"] == "ntf-first"
+    # The Host header keeps the name; only the address connected to was pinned.
+    assert request.headers["Host"] == f"rebind.test:{port}"
+    assert str(caught.value) == WEBHOOK_REFUSED
+    assert inner.received == []
+
+
+async def test_https_keeps_the_host_name_for_the_certificate_check(
+    certificate: Certificate,
+) -> None:
+    resolver = FakeResolver(["127.0.0.1"])
+    channel = WebhookChannel(
+        SECRET,
+        timeout=2.0,
+        ssl_context=certificate.client_context(),
+        policy=TargetPolicy.from_allow_list("rebind.test"),
+        resolver=resolver,
+    )
+    try:
+        async with serve_webhooks(certificate.server_context()) as server:
+            port = server.base_url.rsplit(":", 1)[1]
+            # The certificate names rebind.test: it verifies against the name, not the address.
+            await channel.deliver(f"https://rebind.test:{port}/hook/ok", a_message())
+            [request] = server.received
+    finally:
+        await channel.close()
+    assert request.headers["Host"] == f"rebind.test:{port}"
+
+
+async def test_credentials_in_the_url_are_refused_and_never_sent(
+    webhook: WebhookChannel, webhook_server: WebhookServer
+) -> None:
+    url = webhook_server.url("/hook/ok").replace("http://", "http://user:s3cret@")
+    with pytest.raises(DeliveryError) as caught:
+        await webhook.deliver(url, a_message())
+    refused_without_trace(caught.value, url)
+    assert_keeps_secret(caught.value, "s3cret")
+    assert webhook_server.received == []
+
+
+async def test_http_is_refused_unless_allowed(webhook_server: WebhookServer) -> None:
+    channel = WebhookChannel(SECRET, timeout=2.0, policy=LOOPBACK)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(webhook_server.url("/hook/ok"), a_message())
+    finally:
+        await channel.close()
+    assert str(caught.value) == WEBHOOK_REFUSED
+    assert webhook_server.received == []
+
+
+async def test_unreachable_receivers_all_fail_with_one_text(
+    webhook_server: WebhookServer,
+) -> None:
+    policy = TargetPolicy.from_allow_list("127.0.0.1, hooks.example.org", allow_http=True)
+    closed_port = free_port()
+    failures = []
+    for resolver, url in [
+        (None, f"http://127.0.0.1:{closed_port}/hook/ok"),
+        (
+            FakeResolver(socket.gaierror(socket.EAI_NONAME, "no such name")),
+            "http://hooks.example.org/",
+        ),
+        (FakeResolver(OSError("resolver down")), "http://hooks.example.org/"),
+    ]:
+        channel = WebhookChannel(SECRET, timeout=2.0, policy=policy, resolver=resolver)
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await channel.deliver(url, a_message())
+        finally:
+            await channel.close()
+        failures.append(caught.value)
+        assert_keeps_secret(caught.value, url, str(closed_port), "hooks.example.org")
+    slow = WebhookChannel(SECRET, timeout=0.3, policy=policy)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await slow.deliver(webhook_server.url("/hook/slow"), a_message())
+    finally:
+        await slow.close()
+    failures.append(caught.value)
+    assert {(str(failure), failure.retryable) for failure in failures} == {
+        (WEBHOOK_UNREACHABLE, True)
+    }
+
+
+async def test_the_settings_allow_list_opens_a_loopback_receiver(
+    webhook_server: WebhookServer,
+) -> None:
+    base = Settings(notify_webhook_secret=SecretStr("secret"), notify_timeout_seconds=2.0)
+    closed = build_channels(base)[ChannelKind.WEBHOOK.value]
+    opened = build_channels(
+        base.model_copy(
+            update={"notify_webhook_allow": "127.0.0.0/8", "notify_webhook_allow_http": True}
+        )
+    )[ChannelKind.WEBHOOK.value]
+    url = webhook_server.url("/hook/ok")
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await closed.deliver(url, a_message())
+        assert str(caught.value) == WEBHOOK_REFUSED
+        assert webhook_server.received == []
+        await opened.deliver(url, a_message())
+    finally:
+        await closed.close()
+        await opened.close()
+    assert len(webhook_server.received) == 1
+
+
+def test_the_console_channel_exists_only_when_enabled() -> None:
+    assert ChannelKind.CONSOLE.value not in build_channels(Settings())
+    enabled = build_channels(Settings(notify_console_enabled=True))
+    assert isinstance(enabled[ChannelKind.CONSOLE.value], ConsoleChannel)
+
+
 def test_a_webhook_needs_a_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
         WebhookChannel(b"", timeout=1.0)
@@ -341,6 +602,8 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        # Whether each accepted message came over TLS.
+        self.tls: list[bool] = []
         self.release = threading.Event()
 
     # aiosmtpd finds its hooks by these upper-case names.
@@ -370,6 +633,7 @@ class Mailbox:
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        self.tls.append(session.ssl is not None)
         return "250 Message accepted"
 
 
@@ -512,53 +776,29 @@ def test_email_settings_are_checked() -> None:
         email_channel(25, username="medstream")
 
 
-# --- SMTP with TLS and authentication (a self-signed certificate made with openssl) ---------
+# --- SMTP with TLS and authentication (certificates from a test CA made with trustme) -------
 
 
 @dataclass
 class Certificate:
-    cert: Path
-    key: Path
+    authority: trustme.CA
+    server: trustme.LeafCert
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
+        self.server.configure_cert(context)
         return context
 
     def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
+        context = ssl.create_default_context()
+        self.authority.configure_trust(context)
+        return context
 
 
 @pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return Certificate(cert, key)
+def certificate() -> Certificate:
+    authority = trustme.CA()
+    return Certificate(authority, authority.issue_cert("127.0.0.1", "localhost", "rebind.test"))
 
 
 def authenticate(
@@ -618,9 +858,12 @@ async def test_a_wrong_password_is_final(secure_smtp: SmtpServer, certificate: C
     assert_keeps_secret(caught.value, "pat@example.org", "wrong")
 
 
-async def test_a_server_requiring_starttls_refuses_plain_text(secure_smtp: SmtpServer) -> None:
+async def test_a_server_requiring_authentication_refuses_a_channel_without_credentials(
+    secure_smtp: SmtpServer, certificate: Certificate
+) -> None:
+    channel = email_channel(secure_smtp.port, tls_context=certificate.client_context())
     with pytest.raises(DeliveryError) as caught:
-        await email_channel(secure_smtp.port).deliver("pat@example.org", a_message())
+        await channel.deliver("pat@example.org", a_message())
     assert not caught.value.retryable
     assert str(caught.value) == "SMTP server requires authentication or STARTTLS (530)"
     assert_keeps_secret(caught.value, "pat@example.org")
@@ -638,6 +881,103 @@ async def test_an_untrusted_certificate_is_final(secure_smtp: SmtpServer) -> Non
     assert str(caught.value) == "SMTP TLS certificate verification failed"
     assert_keeps_secret(caught.value, "pat@example.org", SMTP_PASSWORD)
     assert secure_smtp.mailbox.messages == []
+
+
+@pytest.fixture
+def starttls_smtp(certificate: Certificate) -> Iterator[SmtpServer]:
+    """Offers STARTTLS and, over TLS only (aiosmtpd's default), AUTH."""
+    mailbox = Mailbox()
+    controller = start_smtp(
+        mailbox, tls_context=certificate.server_context(), authenticator=authenticate
+    )
+    try:
+        yield SmtpServer(mailbox, controller.port)
+    finally:
+        controller.stop()
+
+
+async def test_starttls_is_used_whenever_the_server_offers_it(
+    starttls_smtp: SmtpServer, certificate: Certificate
+) -> None:
+    channel = email_channel(starttls_smtp.port, tls_context=certificate.client_context())
+    await channel.deliver("pat@example.org", a_message("ntf-opportunistic"))
+    [mail] = starttls_smtp.mailbox.messages
+    assert mail["X-Medstream-Notification-Id"] == "ntf-opportunistic"
+    assert starttls_smtp.mailbox.tls == [True]
+
+
+async def test_opportunistic_starttls_with_authentication(
+    starttls_smtp: SmtpServer, certificate: Certificate
+) -> None:
+    channel = email_channel(
+        starttls_smtp.port,
+        username=SMTP_USER,
+        password=SMTP_PASSWORD,
+        tls_context=certificate.client_context(),
+    )
+    await channel.deliver("pat@example.org", a_message())
+    assert starttls_smtp.mailbox.tls == [True]
+
+
+async def test_opportunistic_starttls_still_checks_the_certificate(
+    starttls_smtp: SmtpServer,
+) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await email_channel(starttls_smtp.port).deliver("pat@example.org", a_message())
+    assert str(caught.value) == "SMTP TLS certificate verification failed"
+    assert starttls_smtp.mailbox.messages == []
+
+
+class AuthRecorder:
+    """An authenticator that records every AUTH attempt and accepts it."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        self.attempts += 1
+        return AuthResult(success=True)
+
+
+async def test_credentials_are_never_sent_without_tls() -> None:
+    mailbox, recorder = Mailbox(), AuthRecorder()
+    # A server without TLS that would take AUTH in clear text.
+    controller = start_smtp(mailbox, authenticator=recorder, auth_require_tls=False)
+    try:
+        channel = email_channel(controller.port, username=SMTP_USER, password=SMTP_PASSWORD)
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver("pat@example.org", a_message())
+    finally:
+        controller.stop()
+    assert str(caught.value) == SMTP_AUTH_NEEDS_TLS
+    assert not caught.value.retryable
+    assert_keeps_secret(caught.value, SMTP_PASSWORD, "pat@example.org")
+    assert recorder.attempts == 0
+    assert mailbox.messages == []
+
+
+async def test_required_tls_refuses_a_server_without_starttls(smtp_server: SmtpServer) -> None:
+    channel = email_channel(smtp_server.port, require_tls=True)
+    with pytest.raises(DeliveryError) as caught:
+        await channel.deliver("pat@example.org", a_message())
+    assert str(caught.value) == SMTP_TLS_REQUIRED
+    assert not caught.value.retryable
+    assert smtp_server.mailbox.messages == []
+    # Without the requirement, a plain server without credentials still gets the e-mail.
+    await email_channel(smtp_server.port).deliver("pat@example.org", a_message())
+    assert smtp_server.mailbox.tls == [False]
+
+
+async def test_required_tls_is_met_by_starttls(
+    starttls_smtp: SmtpServer, certificate: Certificate
+) -> None:
+    channel = email_channel(
+        starttls_smtp.port, require_tls=True, tls_context=certificate.client_context()
+    )
+    await channel.deliver("pat@example.org", a_message())
+    assert starttls_smtp.mailbox.tls == [True]
 
 
 async def test_implicit_tls(certificate: Certificate) -> None:
@@ -672,7 +1012,9 @@ async def test_implicit_tls_with_an_untrusted_certificate_is_final(
 
 
 async def test_https_webhook_with_a_trusted_private_ca(certificate: Certificate) -> None:
-    channel = WebhookChannel(SECRET, timeout=2.0, ssl_context=certificate.client_context())
+    channel = WebhookChannel(
+        SECRET, timeout=2.0, ssl_context=certificate.client_context(), policy=LOOPBACK
+    )
     try:
         async with serve_webhooks(certificate.server_context()) as server:
             assert server.base_url.startswith("https://")
@@ -735,7 +1077,7 @@ async def test_every_channel_is_a_channel() -> None:
 @pytest.fixture
 async def apprise_channel() -> AsyncIterator[AppriseChannel]:
     pytest.importorskip("apprise")
-    channel = AppriseChannel(timeout=2.0)
+    channel = AppriseChannel(timeout=2.0, schemes=["json"], policy=LOOPBACK)
     try:
         yield channel
     finally:
@@ -799,9 +1141,52 @@ async def test_apprise_refuses_what_is_not_an_apprise_url(
     assert "secret-token" not in application_log.getvalue()
 
 
+async def test_apprise_schemes_are_refused_unless_allowed(webhook_server: WebhookServer) -> None:
+    pytest.importorskip("apprise")
+    url = apprise_url(webhook_server, "/hook/ok")
+    for channel in (
+        AppriseChannel(timeout=2.0),  # no scheme allowed: the default
+        AppriseChannel(timeout=2.0, schemes=["tgram"], policy=LOOPBACK),
+    ):
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await channel.deliver(url, a_message())
+        finally:
+            await channel.close()
+        assert str(caught.value) == APPRISE_REFUSED
+        assert not caught.value.retryable
+        assert_keeps_secret(caught.value, url)
+    assert webhook_server.received == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://127.0.0.1:{port}/hook/ok",
+        "json://localhost:{port}/hook/ok",
+        "json://[::1]:{port}/hook/ok",
+        "json://169.254.169.254/latest/meta-data/",
+    ],
+)
+async def test_apprise_hosts_inside_the_network_are_refused(
+    webhook_server: WebhookServer, url: str
+) -> None:
+    pytest.importorskip("apprise")
+    channel = AppriseChannel(timeout=2.0, schemes=["json"])
+    target = url.format(port=webhook_server.base_url.rsplit(":", 1)[1])
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.deliver(target, a_message())
+    finally:
+        await channel.close()
+    assert str(caught.value) == APPRISE_REFUSED
+    assert_keeps_secret(caught.value, target)
+    assert webhook_server.received == []
+
+
 async def test_apprise_times_out(webhook_server: WebhookServer) -> None:
     pytest.importorskip("apprise")
-    channel = AppriseChannel(timeout=0.5)
+    channel = AppriseChannel(timeout=0.5, schemes=["json"], policy=LOOPBACK)
     try:
         started = time.monotonic()
         with pytest.raises(DeliveryError) as caught:

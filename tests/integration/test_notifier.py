@@ -69,6 +69,9 @@ def notifier_settings(settings: Settings, smtp_port: int | None = None) -> Setti
             "notify_backoff_base_seconds": 0.1,
             "notify_backoff_cap_seconds": 0.5,
             "reminder_grace_minutes": 60.0,
+            # The receiver is on loopback, which only an allow-list opens, and speaks http.
+            "notify_webhook_allow": "127.0.0.1",
+            "notify_webhook_allow_http": True,
         }
     )
 

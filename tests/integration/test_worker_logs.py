@@ -27,6 +27,7 @@ async def test_worker_logs_are_single_redacted_json_lines(
     settings: Settings, tmp_path: Path
 ) -> None:
     await ensure_topics(settings)
+    settings = settings.model_copy(update={"notify_console_enabled": True})
     worker = WorkerProcess(settings, tmp_path / "worker", tmp_path / "worker.log")
     events = Events("p-logs")
     try:
