@@ -23,7 +23,8 @@ def agent_test_app(monkeypatch: pytest.MonkeyPatch, **settings: object) -> Medst
             web_enabled=False,
             app_id=f"agents-{uuid.uuid4().hex[:10]}",
             topic_partitions=4,
-            **settings,  # type: ignore[arg-type]
+            # The agent tests deliver on the console channel, which is off by default.
+            **{"notify_console_enabled": True, **settings},  # type: ignore[arg-type]
         )
     )
     monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
