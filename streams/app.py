@@ -22,9 +22,10 @@ from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules
 from streams.faust_transport import install_transport
 from streams.kafka_client import ssl_context
+from streams.observability.liveness import Liveness, crash_aware_supervisor
 from streams.observability.metrics import Metrics
-from streams.observability.web import default_readiness, install_web
-from streams.ops.admin_http import install_admin
+from streams.observability.web import default_readiness, install_liveness, install_web
+from streams.ops.admin_http import ADMIN_BODY_MAX_BYTES, install_admin
 from streams.ops.control import install_control
 from streams.settings import SecurityProtocol, Settings
 from streams.stats import PipelineStats
@@ -77,6 +78,7 @@ class Medstream:
     patients: PatientAgents
     notifier: Notifier
     metrics: Metrics
+    liveness: Liveness
 
 
 def _credentials(settings: Settings) -> Any:
@@ -96,6 +98,10 @@ def _credentials(settings: Settings) -> Any:
 def create_app(settings: Settings) -> Medstream:
     """Build the Faust app, its topics and its agents from the settings."""
     broker_urls = ";".join(f"kafka://{server}" for server in settings.bootstrap_server_list)
+    liveness = Liveness(
+        stall_seconds=settings.partition_stall_seconds,
+        crash_window_seconds=settings.agent_crash_window_seconds,
+    )
     app = faust.App(
         settings.app_id,
         broker=broker_urls,
@@ -106,7 +112,18 @@ def create_app(settings: Settings) -> Medstream:
         topic_replication_factor=settings.topic_replication_factor,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
+        # Faust binds web_bind (default 0.0.0.0); web_host only names the server in links.
+        web_bind=settings.web_host,
         web_port=settings.web_port,
+        # Faust's own pages read tables (patient data), the cluster's topology, sensor
+        # counters and the service graph, without authentication: none of them is served.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        # aiohttp refuses larger bodies with 413 before a view reads them.
+        web_application_options={"client_max_size": ADMIN_BODY_MAX_BYTES},
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
@@ -114,6 +131,8 @@ def create_app(settings: Settings) -> Medstream:
         broker_session_timeout=settings.consumer_session_timeout,
         broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         autodiscover=False,
+        # Faust's own strategy (restart the crashed actor), telling /ready and the worker.
+        agent_supervisor=crash_aware_supervisor(liveness),
     )
     install_transport(app)
 
@@ -159,6 +178,7 @@ def create_app(settings: Settings) -> Medstream:
         agent="apply-patient-events",
         batch_max_events=settings.batch_max_events,
         batch_window_seconds=settings.batch_window_ms / 1000,
+        dead_letter_max_value_bytes=settings.dead_letter_max_value_bytes,
     )
     input_topic = app.topic(
         *topic_names(settings, INPUT_TOPICS),
@@ -228,7 +248,9 @@ def create_app(settings: Settings) -> Medstream:
         ),
     )
     install_control(app, settings)
-    install_web(app, metrics, default_readiness(app), dict(app.tables.items()))
+    liveness.agents.update(app.agents)
+    install_liveness(app, liveness)
+    install_web(app, metrics, default_readiness(app, liveness), dict(app.tables.items()), liveness)
     install_admin(app, settings)
     return Medstream(
         app=app,
@@ -238,4 +260,5 @@ def create_app(settings: Settings) -> Medstream:
         patients=patients,
         notifier=notifier,
         metrics=metrics,
+        liveness=liveness,
     )

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.notify.targets import parse_allow_list
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+# Shorter bearer tokens can be guessed; 32 characters is what `openssl rand -hex 16` gives.
+ADMIN_TOKEN_MIN_LENGTH = 32
 
 
 class SecurityProtocol(StrEnum):
@@ -120,7 +122,34 @@ class Settings(BaseSettings):
         None,
         description=(
             "MEDSTREAM_ADMIN_TOKEN: bearer token of the web server's /admin endpoints (pause, "
-            "resume, replay); without it they are off."
+            f"resume, replay); unset, they are off; set, it needs {ADMIN_TOKEN_MIN_LENGTH} "
+            "characters or more (an empty or short token is refused at start)."
+        ),
+    )
+    partition_stall_seconds: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "MEDSTREAM_PARTITION_STALL_SECONDS: a partition with lag whose consumed offset has "
+            "not moved for this long is stalled (/ready answers 503)."
+        ),
+    )
+    agent_crash_window_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "MEDSTREAM_AGENT_CRASH_WINDOW_SECONDS: after a crash, an agent is down (/ready 503) "
+            "until it has run this long without crashing; a second crash within it stops the "
+            "worker with exit code 1."
+        ),
+    )
+    shutdown_timeout_seconds: float = Field(
+        25.0,
+        gt=0,
+        le=120,
+        description=(
+            "MEDSTREAM_SHUTDOWN_TIMEOUT_SECONDS: after SIGTERM or SIGINT the worker exits within "
+            "this long, broker reachable or not (a watchdog ends a stop that still hangs)."
         ),
     )
     log_level: str = Field(
@@ -168,6 +197,63 @@ class Settings(BaseSettings):
         5000,
         ge=10,
         description="MEDSTREAM_DEDUP_MAX_IDS_PER_PATIENT: most event_ids remembered per patient.",
+    )
+
+    # --- Bounds on what one input may make ------------------------------------------------
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "MEDSTREAM_MAX_CLOCK_SKEW_SECONDS: an event dated further ahead of the worker's "
+            "clock than this is dead-lettered (it would move the de-duplication horizon)."
+        ),
+    )
+    max_active_medications: int = Field(
+        200,
+        ge=1,
+        le=5000,
+        description=(
+            "MEDSTREAM_MAX_ACTIVE_MEDICATIONS: most active medications (and schedules) per "
+            "patient; a prescription beyond it is dead-lettered."
+        ),
+    )
+    max_times_per_schedule: int = Field(
+        24,
+        ge=1,
+        le=48,
+        description="MEDSTREAM_MAX_TIMES_PER_SCHEDULE: most times_of_day in one ScheduleSet.",
+    )
+    max_name_length: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="MEDSTREAM_MAX_NAME_LENGTH: longest medication name, in characters.",
+    )
+    max_unit_length: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="MEDSTREAM_MAX_UNIT_LENGTH: longest dose unit, in characters.",
+    )
+    max_patient_record_bytes: int = Field(
+        512 * 1024,
+        ge=16 * 1024,
+        le=900 * 1024,
+        description=(
+            "MEDSTREAM_MAX_PATIENT_RECORD_BYTES: largest encoded patient record (state, seen "
+            "ids and unsent outputs); an event that would make it larger is dead-lettered. "
+            "Must stay below the broker's message.max.bytes (1 MiB by default)."
+        ),
+    )
+    dead_letter_max_value_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=640 * 1024,
+        description=(
+            "MEDSTREAM_DEAD_LETTER_MAX_VALUE_BYTES: a failed record's value is kept whole in "
+            "its dead letter up to this size, else cut to it (its length and SHA-256 kept), "
+            "so that the dead letter always fits the broker's limit."
+        ),
     )
 
     # --- Reminders and interactions -------------------------------------------------------
@@ -317,6 +403,17 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable is a mistake, not "off": it must not turn the endpoints on.
+        if value is not None and len(value.get_secret_value().strip()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"MEDSTREAM_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                "(unset it to turn the admin endpoints off)"
+            )
+        return value
 
     @field_validator("notify_webhook_allow")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -16,6 +17,7 @@ import faust
 from faust.streams import current_event
 
 from streams.agents.runtime import (
+    BatchFullError,
     Emitter,
     Handler,
     Intake,
@@ -34,6 +36,7 @@ from streams.contracts.models import (
     ReminderDue,
 )
 from streams.domain.dedup import Admission, SeenEvents, admit
+from streams.domain.limits import LimitExceededError, Limits, check_clock_skew, check_limits
 from streams.domain.patient import (
     PatientRules,
     PatientState,
@@ -106,6 +109,20 @@ class _Staged:
     # What this batch's events of the patient caused, sent once the record is written, each
     # with the trace context of the event that caused it.
     outputs: list[tuple[Event, tracing.Context | None]] = field(default_factory=list)
+    # Their encoded size: they are written with the record, in its outbox.
+    outputs_bytes: int = 0
+
+
+# An upper bound of one remembered event id in the encoded record: '"<16 hex>": <ms>, '.
+SEEN_ENTRY_BYTES = 40
+
+
+def record_bytes(state: PatientState, seen: SeenEvents, outputs_bytes: int) -> int:
+    """An upper bound of the encoded size of a patient's record, without encoding the seen ids
+    (thousands of them per patient, the same size each)."""
+    return len(state.model_dump_json(exclude_defaults=True)) + (
+        len(seen.entries) * SEEN_ENTRY_BYTES + outputs_bytes
+    )
 
 
 @dataclass
@@ -127,6 +144,9 @@ class PatientStore:
     table: AcknowledgedTable
     emitter: Emitter
     output_topics: Mapping[str, faust.TopicT]
+    # The largest record a patient may have: the changelog refuses records over the broker's
+    # limit, and a refused write would stop the partition for good.
+    max_record_bytes: int = 512 * 1024
     # Told the id of each patient whose record a write-back changed.
     on_written: list[Callable[[str], None]] = field(default_factory=list)
     _staged: dict[str, _Staged] = field(default_factory=dict)
@@ -176,19 +196,34 @@ class PatientStore:
         outputs: Iterable[Event] = (),
     ) -> None:
         """Keep the patient's new record, and what it causes, until the next ``write_back``
-        (while Faust's current event is the one whose handling changed it)."""
+        (while Faust's current event is the one whose handling changed it).
+
+        Raises LimitExceededError, staging nothing, when the record would be larger than
+        ``max_record_bytes``; BatchFullError when only the outputs that earlier events of the
+        batch staged for this patient make it too large (written back, they leave the outbox).
+        """
         source = current_event()
         if source is None:
             raise RuntimeError("a patient record is staged only while an event is handled")
         previous = self._staged.get(patient_id)
+        seen = seen if seen is not None else self.seen(patient_id)
+        new_outputs = [(output, tracing.current_context()) for output in outputs]
+        new_bytes = sum(len(output.model_dump_json()) for output, _ in new_outputs)
+        earlier_bytes = previous.outputs_bytes if previous else 0
+        size = record_bytes(state, seen, earlier_bytes + new_bytes)
+        if size > self.max_record_bytes:
+            if earlier_bytes and size - earlier_bytes <= self.max_record_bytes:
+                raise BatchFullError
+            raise LimitExceededError(
+                "the patient's record would exceed the cap of "
+                f"{self.max_record_bytes} bytes (MEDSTREAM_MAX_PATIENT_RECORD_BYTES)"
+            )
         self._staged[patient_id] = _Staged(
             state=state,
-            seen=seen if seen is not None else self.seen(patient_id),
+            seen=seen,
             source=source,
-            outputs=[
-                *(previous.outputs if previous else ()),
-                *((output, tracing.current_context()) for output in outputs),
-            ],
+            outputs=[*(previous.outputs if previous else ()), *new_outputs],
+            outputs_bytes=earlier_bytes + new_bytes,
         )
 
     async def write_back(self) -> None:
@@ -257,6 +292,17 @@ class PatientStore:
             )
 
 
+def limits_from(settings: Settings) -> Limits:
+    """The caps on what one patient's input may make, as the settings give them."""
+    return Limits(
+        max_active_medications=settings.max_active_medications,
+        max_times_per_schedule=settings.max_times_per_schedule,
+        max_name_length=settings.max_name_length,
+        max_unit_length=settings.max_unit_length,
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+    )
+
+
 @dataclass
 class PatientEventProcessor:
     """Applies each new input event to the patient's state and publishes what follows."""
@@ -267,13 +313,21 @@ class PatientEventProcessor:
     queue: ReminderQueue
     clock: Clock = utc_now
 
+    @functools.cached_property
+    def limits(self) -> Limits:
+        return limits_from(self.settings)
+
     async def handle(self, event: Event, partition: int) -> Outcome:
+        now = self.clock()
+        limits = self.limits
+        check_clock_skew(event, now, limits)
         admission, seen = admit(
             self.store.seen(event.patient_id),
             event.event_id,
             int(event.occurred_at.timestamp() * 1000),
             retention_ms=self.settings.dedup_retention_days * MILLIS_PER_DAY,
             max_entries=self.settings.dedup_max_ids_per_patient,
+            not_after_ms=int((now + limits.max_clock_skew).timestamp() * 1000),
         )
         if admission is Admission.DUPLICATE:
             return Outcome.DUPLICATE
@@ -282,8 +336,9 @@ class PatientEventProcessor:
                 f"{event.event_type} occurred more than {self.settings.dedup_retention_days} "
                 "days before the newest event of its patient (outside the de-duplication window)"
             )
-        now = self.clock()
-        effects = apply_input(self.store.state(event.patient_id), event, self.rules, now)
+        before = self.store.state(event.patient_id)
+        check_limits(before, event, limits)
+        effects = apply_input(before, event, self.rules, now)
         state = effects.state.model_copy(update={"partition": partition})
         # Sent once the new state is written: see PatientStore.
         self.store.stage(
@@ -564,6 +619,7 @@ def declare_patient_tables(
         app=app,
         table=declare_table(app, settings, "state-by-patient"),
         emitter=emitter,
+        max_record_bytes=settings.max_patient_record_bytes,
         output_topics={
             RefillAlert.EVENT_TYPE: refill_alerts_topic,
             InteractionWarning.EVENT_TYPE: interaction_warnings_topic,

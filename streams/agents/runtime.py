@@ -17,12 +17,13 @@ from faust.exceptions import PartitionsMismatch
 
 from streams.contracts.codecs import (
     ContractError,
+    DecodeError,
     EventDecoder,
     EventEncoder,
     EventValidationError,
     SchemaNotCachedError,
 )
-from streams.contracts.dead_letters import build_dead_letter
+from streams.contracts.dead_letters import DEFAULT_MAX_VALUE_BYTES, build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
 from streams.faust_transport import AcknowledgedTable, acting_for
@@ -40,6 +41,10 @@ SEND_RETRY_CAP = 10.0
 # table's changelog metadata still incomplete while a broker starts) instead of being
 # dead-lettered with every event behind it. Raised before the handler has written anything.
 NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (PartitionsMismatch,)
+
+
+async def _nothing_to_finish() -> None:
+    return None
 
 
 def waits_before_retrying() -> Iterator[float]:
@@ -67,6 +72,40 @@ class RegistryUnavailableError(ContractError):
     """Confluent-framed input whose writer schema could not be fetched."""
 
     error_type: ClassVar[str] = "SchemaRegistryUnavailableError"
+
+
+class BatchFullError(Exception):
+    """The handler needs what the batch staged so far made durable before it can stage this
+    event (the patient's outbox would otherwise exceed its bound): finish the batch, retry."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the error boundary made of an exception met while handling a record."""
+
+    # The worker's fault (a broker or its metadata not ready): the record waits and is handled
+    # again. Otherwise the record's: it is dead-lettered with this type and message.
+    retry: bool
+    error_type: str
+    message: str
+
+
+def judge(error: Exception, event_type: str | None) -> Failure:
+    """The one place that decides whose fault an exception is, and what a dead letter says.
+
+    Messages are built from the exception's type and the (contract-checked) event type only:
+    an exception's own text may quote the event.
+    """
+    if isinstance(error, ContractError):
+        return Failure(False, error.error_type, error.message)
+    if isinstance(error, NOT_THE_EVENTS_FAULT):
+        return Failure(True, type(error).__name__, "the worker is not ready")
+    if event_type is None:
+        # Decoding raised something other than a DecodeError: still the bytes' fault.
+        return Failure(False, DecodeError.error_type, f"{type(error).__name__} while decoding")
+    return Failure(
+        False, ProcessingError.error_type, f"{type(error).__name__} while processing {event_type}"
+    )
 
 
 class Outcome(StrEnum):
@@ -211,6 +250,7 @@ class Intake:
     agent: str = "agent"
     batch_max_events: int = 500
     batch_window_seconds: float = 0.01
+    dead_letter_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     # What the current batch's events came to, counted once the batch is durable.
     _settled: list[tuple[Settled, str]] = field(default_factory=list)
 
@@ -224,12 +264,12 @@ class Intake:
         batches = stream.take_events(  # type: ignore[attr-defined]
             self.batch_max_events, self.batch_window_seconds
         )
+        finish = finish_batch or _nothing_to_finish
         async for batch in batches:
             for record in batch:
                 with acting_for(record):
-                    await self.handle_record(record, handler)
-            if finish_batch is not None:
-                await finish_batch()
+                    await self.handle_record(record, handler, finish)
+            await finish()
             self._count_settled()
 
     def _count_settled(self) -> None:
@@ -246,15 +286,28 @@ class Intake:
                     self.metrics.dead_lettered(name)
         self._settled.clear()
 
-    async def handle_record(self, record: faust.EventT[Any], handler: Handler) -> None:
+    async def handle_record(
+        self,
+        record: faust.EventT[Any],
+        handler: Handler,
+        finish_batch: Callable[[], Awaitable[None]] = _nothing_to_finish,
+    ) -> None:
+        """Handle one record: processed, a duplicate, or dead-lettered; never an exception
+        (but cancellation), so no record can stop its agent."""
         message = record.message
         # The hop's span continues the producer's trace; what the handler emits nests in it.
         with tracing.consume_span(
             message.topic, message.partition, message.offset, message.headers
         ) as span:
-            await self._handle(message, span, handler)
+            await self._handle(message, span, handler, finish_batch)
 
-    async def _handle(self, message: Any, span: tracing.Span, handler: Handler) -> None:
+    async def _handle(
+        self,
+        message: Any,
+        span: tracing.Span,
+        handler: Handler,
+        finish_batch: Callable[[], Awaitable[None]],
+    ) -> None:
         topic = message.topic
         self.stats.consumed[topic] += 1
         if self.metrics is not None:
@@ -264,32 +317,48 @@ class Intake:
             if message.key is None or message.key != event.patient_id.encode("utf-8"):
                 # A wrong key puts a patient's events on two partitions and two workers.
                 raise EventValidationError("record key is not the event's patient_id")
-        except ContractError as error:
-            await self._dead_letter(message, error.error_type, error.message)
+        except Exception as error:
+            await self._dead_letter(message, judge(error, None))
             return
         tracing.name_event(span, f"consume {topic}", event.event_type)
         started = time.perf_counter()
-        try:
-            outcome = await self._run_handler(handler, event, message)
-        except ContractError as error:
-            await self._dead_letter(message, error.error_type, error.message)
-            return
-        except Exception as error:
-            # Never the exception's text: it may quote the event.
-            log.error(
-                "processing failed: topic=%s partition=%s offset=%s event_type=%s error=%s",
-                topic,
-                message.partition,
-                message.offset,
-                event.event_type,
-                type(error).__name__,
-            )
-            await self._dead_letter(
-                message,
-                ProcessingError.error_type,
-                f"{type(error).__name__} while processing {event.event_type}",
-            )
-            return
+        waits = waits_before_retrying()
+        flushed = False
+        while True:
+            try:
+                outcome = await self._run_handler(handler, event, message.partition)
+                break
+            except Exception as error:
+                if isinstance(error, BatchFullError) and not flushed:
+                    await finish_batch()
+                    flushed = True
+                    continue
+                failure = judge(error, event.event_type)
+                if not failure.retry:
+                    if failure.error_type == ProcessingError.error_type:
+                        log.error(
+                            "processing failed: topic=%s partition=%s offset=%s event_type=%s "
+                            "error=%s",
+                            topic,
+                            message.partition,
+                            message.offset,
+                            event.event_type,
+                            type(error).__name__,
+                        )
+                    await self._dead_letter(message, failure)
+                    return
+                delay = next(waits)
+                log.error(
+                    "processing waits: topic=%s partition=%s offset=%s error=%s (%s, not the "
+                    "event's fault); trying again in %.1fs",
+                    topic,
+                    message.partition,
+                    message.offset,
+                    failure.error_type,
+                    failure.message,
+                    delay,
+                )
+                await asyncio.sleep(delay)
         if self.metrics is not None:
             self.metrics.observe_processing(self.agent, time.perf_counter() - started)
         self._settled.append(
@@ -299,30 +368,12 @@ class Intake:
             )
         )
 
-    async def _run_handler(self, handler: Handler, event: Event, message: Any) -> Outcome:
-        """Run the handler; while the worker itself is not ready for it, wait and run it again."""
-        for delay in waits_before_retrying():
-            try:
-                with tracing.span(
-                    f"process {self.agent} {event.event_type}",
-                    attributes={
-                        "medstream.agent": self.agent,
-                        "medstream.event_type": event.event_type,
-                    },
-                ):
-                    return await handler(event, message.partition)
-            except NOT_THE_EVENTS_FAULT as error:
-                log.error(
-                    "processing waits: topic=%s partition=%s offset=%s error=%s (the worker's "
-                    "topic metadata is not ready, not the event); trying again in %.1fs",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    type(error).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("waits_before_retrying never ends")
+    async def _run_handler(self, handler: Handler, event: Event, partition: int) -> Outcome:
+        with tracing.span(
+            f"process {self.agent} {event.event_type}",
+            attributes={"medstream.agent": self.agent, "medstream.event_type": event.event_type},
+        ):
+            return await handler(event, partition)
 
     async def _decode(self, value: bytes | None, topic: str) -> Event:
         allowed = self.allowed_types.get(topic)
@@ -340,7 +391,8 @@ class Intake:
                     await asyncio.sleep(0.5 * 2**attempt)
         raise RegistryUnavailableError("schema registry gave no schema")
 
-    async def _dead_letter(self, message: Any, error_type: str, error_message: str) -> None:
+    async def _dead_letter(self, message: Any, failure: Failure) -> None:
+        error_type = failure.error_type
         dead_letter = build_dead_letter(
             topic=message.topic,
             partition=message.partition,
@@ -349,8 +401,9 @@ class Intake:
             value=message.value,
             headers=message.headers,
             error_type=error_type,
-            error_message=error_message,
+            error_message=failure.message,
             failed_at=datetime.now(UTC),
+            max_value_bytes=self.dead_letter_max_value_bytes,
         )
         log.warning(
             "dead-lettered: topic=%s partition=%s offset=%s error_type=%s reason=%s",

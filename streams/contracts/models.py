@@ -51,10 +51,32 @@ def _check_timezone(name: str) -> str:
     return name
 
 
+# The range of every timestamp and date of the contract. Outside it, arithmetic on them (UTC
+# conversion of year 1 or 9999, a slot plus the grace window, a retention horizon) overflows;
+# inside it, every medication event that can really happen fits.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+_RANGE_TEXT = "must lie between 1970-01-01 and 2200-01-01 (UTC)"
+
+
 def _to_utc_millis(value: datetime) -> datetime:
     # Avro's timestamp-millis keeps UTC milliseconds; normalising here makes JSON and Avro
     # decode to equal events and keeps ids derived from timestamps identical across encodings.
-    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is before year 1 in UTC: pydantic passes only ValueError on
+        # as a validation error, anything else would escape the intake.
+        raise ValueError(_RANGE_TEXT) from None
+    if not EARLIEST_INSTANT <= utc < LATEST_INSTANT:
+        raise ValueError(_RANGE_TEXT)
+    return utc.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _check_date_range(value: date) -> date:
+    if not EARLIEST_INSTANT.date() <= value < LATEST_INSTANT.date():
+        raise ValueError(_RANGE_TEXT)
+    return value
 
 
 def _check_times_of_day(times: list[str]) -> list[str]:
@@ -74,7 +96,7 @@ def _check_weekdays(days: list[Weekday] | None) -> list[Weekday] | None:
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
 Timestamp = Annotated[AwareDatetime, Strict(False), AfterValidator(_to_utc_millis)]
-LocalDate = Annotated[date, Strict(False)]
+LocalDate = Annotated[date, Strict(False), AfterValidator(_check_date_range)]
 TimeOfDay = Annotated[str, AfterValidator(_check_time_of_day)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 PositiveQuantity = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -306,6 +328,11 @@ class DeadLetter(Event):
     error_type: Identifier
     error_message: Text
     failed_at: Timestamp
+    # Set when the key, value or headers were cut to keep the dead letter under the broker's
+    # record limit; the original stays at original_topic/partition/offset.
+    truncated: bool = False
+    value_length: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    value_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class AdminAlert(Event):

@@ -43,17 +43,23 @@ def admit(
     occurred_at_ms: int,
     retention_ms: int,
     max_entries: int,
+    not_after_ms: int | None = None,
 ) -> tuple[Admission, SeenEvents]:
     """Decide on one event and return the ledger to keep afterwards.
 
     The ledger keeps ids whose occurred_at lies within ``retention_ms`` of the newest one seen,
     and at most ``max_entries`` of them (the oldest are forgotten first). An event the ledger
     could have forgotten is TOO_OLD, never NEW again: each event_id is NEW at most once.
+
+    ``not_after_ms`` bounds the horizon: an entry dated after it (one admitted before clock
+    skew was refused) must not make every present-day event look too old.
     """
     digest = event_digest(event_id)
     if digest in seen.entries:
         return Admission.DUPLICATE, seen
     newest = seen.newest_ms
+    if newest is not None and not_after_ms is not None:
+        newest = min(newest, not_after_ms)
     if newest is not None and occurred_at_ms < newest - retention_ms:
         return Admission.TOO_OLD, seen
     oldest = min(seen.entries.values(), default=None)

@@ -43,10 +43,26 @@ from streams.ops.records import (
 )
 from streams.ops.status import gather_status
 from streams.settings import Settings
-from streams.topics import AUDIT_LOG, CONTROL, DEAD_LETTERS, EVERY_TOPIC, ensure_topics
+from streams.topics import (
+    AUDIT_LOG,
+    CONTROL,
+    DEAD_LETTERS,
+    EVERY_TOPIC,
+    INPUT_TOPICS,
+    ensure_topics,
+)
 
 _SEND_BATCH = 500  # sends in flight before waiting for their acknowledgements
 _REPLAY_SELECTORS = ("reason", "topic", "since", "until", "from_offset", "to_offset", "partition")
+# What a replay may write to: the contract's input topics (by a range, or as dead letters put
+# back). Never medstream-control (it would pause or resume workers), audit-log, outputs (a
+# replayed alert would be notified again under the notifier's nose) or changelogs.
+REPLAYABLE_TOPICS = tuple(spec.base_name for spec in INPUT_TOPICS)
+
+
+def replayable(settings: Settings, topic: str) -> bool:
+    """Whether a replay may write to ``topic`` (a full name in this deployment)."""
+    return topic in {settings.topic_name(base) for base in REPLAYABLE_TOPICS}
 
 
 def _registry(settings: Settings) -> SchemaRegistry | None:
@@ -209,6 +225,13 @@ def _show(raw: RawRecord, letter: DeadLetter) -> str:
         f"value ({0 if value is None else len(value)} bytes):",
         bytes_for_display(value),
     ]
+    if letter.truncated:
+        lines.insert(
+            -2,
+            f"truncated:   the original value has {letter.value_length} bytes, SHA-256 "
+            f"{letter.value_sha256}; what is shown was cut to fit the broker's limit (replay "
+            "sends the original from its topic)",
+        )
     return "\n".join(lines)
 
 
@@ -315,7 +338,11 @@ def replay_arguments(**selection: Any) -> argparse.Namespace:
 
 
 async def replay(args: argparse.Namespace, settings: Settings) -> Counter[str]:
-    """Run a replay (options checked by :func:`check_replay`); records sent per topic."""
+    """Run a replay; records sent per topic. The one gate of every replay (command line and
+    admin endpoint): options that :func:`check_replay` refuses raise ValueError."""
+    problem = check_replay(args)
+    if problem:
+        raise ValueError(problem)
     if args.dead_letters:
         return await _replay_dead_letters(args, settings)
     return await _replay_topic(args, settings)
@@ -350,6 +377,15 @@ async def _replay_topic(args: argparse.Namespace, settings: Settings) -> Counter
 async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> Counter[str]:
     found = await _dead_letters(settings, _filter_from(args, settings))
     letters = [letter for _, letter in found if letter is not None]
+    refused = [letter for letter in letters if not replayable(settings, letter.original_topic)]
+    if refused:
+        # A dead letter names its own destination: one of another topic is not put back.
+        print(
+            f"{len(refused)} dead letters of topics that are not inputs "
+            f"({', '.join(REPLAYABLE_TOPICS)}) are not replayed",
+            file=sys.stderr,
+        )
+        letters = [letter for letter in letters if replayable(settings, letter.original_topic)]
     partitions = {
         topic: len(await topic_partitions(client_options(settings), topic))
         for topic in {letter.original_topic for letter in letters}
@@ -357,6 +393,10 @@ async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> 
     progress = Progress(len(letters), sys.stderr)
     async with _Sender(settings, args.dry_run, progress) as sender:
         for letter in letters:
+            if letter.truncated:
+                # The dead letter kept only part of the record: send the original again.
+                await _replay_original(settings, letter, sender)
+                continue
             key, value, headers = original_record(letter)
             # Back to the partition it failed on, if the topic still has it; else by key.
             same = (
@@ -364,6 +404,28 @@ async def _replay_dead_letters(args: argparse.Namespace, settings: Settings) -> 
             )
             await sender.send(letter.original_topic, key, value, headers, same)
     return sender.sent
+
+
+async def _replay_original(settings: Settings, letter: DeadLetter, sender: _Sender) -> None:
+    """Send the record a truncated dead letter stands for, read from its original offset."""
+    consumer = new_consumer(client_options(settings))
+    await consumer.start()
+    try:
+        where = TopicPartition(letter.original_topic, letter.partition)
+        found = False
+        async for raw in read_ranges(
+            consumer, {where: OffsetRange(letter.offset, letter.offset + 1)}
+        ):
+            await sender.send(where.topic, raw.key, raw.value, list(raw.headers), where.partition)
+            found = True
+        if not found:
+            print(
+                f"the record behind the cut dead letter of {where.topic} partition "
+                f"{where.partition} offset {letter.offset} is no longer in the topic",
+                file=sys.stderr,
+            )
+    finally:
+        await consumer.stop()
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -417,6 +479,8 @@ def check_replay(args: argparse.Namespace) -> str | None:
         return None
     if args.topic is None:
         return "replay needs --topic BASE (or --dead-letters)"
+    if args.topic not in REPLAYABLE_TOPICS:
+        return f"only input topics can be replayed: {', '.join(REPLAYABLE_TOPICS)}"
     if args.reason is not None:
         return "--reason only applies to --dead-letters"
     if (args.since is None) == (args.from_offset is None):

@@ -145,7 +145,7 @@ async def test_a_mix_of_good_and_bad_input(settings: Settings) -> None:
     reasons = {value: by_value[value].error_message for _, value in bad}
     assert "truncated" in reasons[bad[0][1]]
     assert "UTF-8" in reasons[bad[1][1]]
-    assert "unknown event type 'MedicationTeleported'" in reasons[bad[2][1]]
+    assert "event_type: not an event type of the contract" in reasons[bad[2][1]]
     assert "dose_quantity" in reasons[bad[3][1]]
     assert "supply_quantity" in reasons[bad[3][1]]
     assert "no schema registry is configured" in reasons[bad[4][1]]

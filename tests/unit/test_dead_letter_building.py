@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -211,3 +212,57 @@ def test_any_record_is_kept_and_round_trips(
     assert schema is not None
     assert DECODER.decode(encode_avro(schema, dead)) == dead
     assert DECODER.decode(encode_json(dead)) == dead
+
+
+def test_a_value_too_large_for_the_broker_is_cut_with_its_length_and_digest() -> None:
+    value = b"x" * 900_000
+    dead = _build(value=value, max_value_bytes=512 * 1024)
+    assert dead.truncated
+    assert dead.value is not None
+    assert base64.b64decode(dead.value) == value[: 512 * 1024]
+    assert dead.value_length == 900_000
+    assert dead.value_sha256 == hashlib.sha256(value).hexdigest()
+    # Encoded as the worker publishes it, it fits the broker's default limit (1 MiB).
+    assert len(encode_json(dead)) < 1_000_000
+
+
+def test_a_value_within_the_bound_is_kept_whole_and_still_described() -> None:
+    dead = _build()
+    assert not dead.truncated
+    assert dead.value_length == len(b'{"event_type": "DoseTaken"')
+    assert dead.value_sha256 == hashlib.sha256(b'{"event_type": "DoseTaken"').hexdigest()
+    assert _build(value=None).value_length is None
+
+
+def test_an_oversized_key_and_headers_are_cut_too() -> None:
+    headers = [(f"h{number}", b"y" * 30_000) for number in range(10)] + [("n" * 1000, b"z")]
+    dead = _build(key=b"k" * 100_000, headers=headers)
+    assert dead.truncated
+    assert dead.key is not None
+    assert len(base64.b64decode(dead.key)) == 4096
+    kept = sum(len(h.key) + len(base64.b64decode(h.value or "")) for h in dead.headers)
+    assert kept <= 64 * 1024
+    assert [h.key for h in dead.headers][:2] == ["h0", "h1"]
+    assert all(len(h.key) <= 256 for h in dead.headers)
+    assert len(encode_json(dead)) < 1_000_000
+    # The patient id of a key too long to be one is left empty, as for a binary key.
+    assert dead.patient_id == ""
+
+
+@given(
+    value=st.one_of(st.none(), st.binary(max_size=3000)),
+    limit=st.integers(min_value=1024, max_value=2048),
+)
+@settings(max_examples=60)
+def test_whatever_the_value_the_dead_letter_says_whether_it_is_whole(
+    value: bytes | None, limit: int
+) -> None:
+    dead = _build(value=value, max_value_bytes=limit)
+    _, kept, _ = original_record(dead)
+    if value is None or len(value) <= limit:
+        assert kept == value
+        assert not dead.truncated
+    else:
+        assert dead.truncated
+        assert kept == value[:limit]
+        assert dead.value_length == len(value)

@@ -200,3 +200,17 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestLedgerMachine = LedgerMachine.TestCase
+
+
+def test_an_entry_from_the_future_does_not_make_present_events_too_old() -> None:
+    # Admitted before clock skew was refused: an event dated 2999 would otherwise hold the
+    # horizon there, and every present-day event of the patient would be TOO_OLD.
+    seen = SeenEvents({event_digest("future"): 10_000_000})
+    assert admit(seen, "now", 5_000, RETENTION, BIG)[0] is Admission.TOO_OLD
+    result, after = admit(seen, "now", 5_000, RETENTION, BIG, not_after_ms=5_500)
+    assert result is Admission.NEW
+    # Duplicates are still recognised, and a present event too old still is.
+    assert admit(after, "now", 5_000, RETENTION, BIG, not_after_ms=5_500)[0] is (
+        Admission.DUPLICATE
+    )
+    assert admit(after, "old", 3_000, RETENTION, BIG, not_after_ms=5_500)[0] is Admission.TOO_OLD

@@ -38,7 +38,7 @@ def test_json_lines_with_blank_and_comment_lines() -> None:
     assert [v.topic.base_name for v in checked.valid] == ["schedule-events", "medication-events"]
     reasons = {invalid.line: invalid.reason for invalid in checked.invalid}
     assert set(reasons) == {4, 5, 6, 7}
-    assert "unknown event type 'MedicationTeleported'" in reasons[4]
+    assert "event_type: not an event type of the contract" in reasons[4]
     assert "timezone: unknown IANA time zone" in reasons[5]
     assert "times_of_day: Field required" in reasons[5]
     assert "not valid JSON" in reasons[6]
