@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
+import json
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ __all__ = [
     "InteractionMatch",
     "KnownInteraction",
     "find_interactions",
+    "find_resolved_interactions",
     "normalise_drug_name",
 ]
 
@@ -337,12 +340,14 @@ class InteractionKnowledgeBase:
     known by RxCUI and rows known only by name (DDInter, uncoded data) meet on the same key.
     """
 
-    __slots__ = ("_by_code", "_ingredients", "_pairs", "_synonyms")
+    __slots__ = ("_by_code", "_fingerprint", "_ingredients", "_pairs", "_partners", "_synonyms")
 
     _pairs: Mapping[tuple[str, str], KnownInteraction]
     _synonyms: Mapping[str, frozenset[str]]
     _by_code: Mapping[str, str]
     _ingredients: frozenset[str]
+    _partners: Mapping[str, frozenset[str]]
+    _fingerprint: str
 
     def __init__(
         self,
@@ -358,6 +363,27 @@ class InteractionKnowledgeBase:
         object.__setattr__(self, "_synonyms", MappingProxyType(dict(synonyms)))
         object.__setattr__(self, "_by_code", MappingProxyType(dict(codes or {})))
         object.__setattr__(self, "_ingredients", frozenset(ingredients))
+        partners: dict[str, set[str]] = {}
+        for a, b in pairs:
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
+        object.__setattr__(
+            self,
+            "_partners",
+            MappingProxyType({name: frozenset(others) for name, others in partners.items()}),
+        )
+        # Only what resolving a drug reads: pairs matter to ingredients_of only as ingredients.
+        basis = json.dumps(
+            [
+                sorted(self._ingredients),
+                sorted((name, sorted(targets)) for name, targets in self._synonyms.items()),
+                sorted(self._by_code.items()),
+            ],
+            ensure_ascii=False,
+        )
+        object.__setattr__(
+            self, "_fingerprint", hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -469,6 +495,12 @@ class InteractionKnowledgeBase:
         return self._ingredients
 
     @property
+    def fingerprint(self) -> str:
+        """Names what ``ingredients_of`` answers: two bases with the same fingerprint resolve
+        every drug to the same ingredients, so ingredients stored with one hold for the other."""
+        return self._fingerprint
+
+    @property
     def interactions(self) -> tuple[KnownInteraction, ...]:
         """All known pairs, sorted by ingredient keys."""
         return tuple(self._pairs[key] for key in sorted(self._pairs))
@@ -499,9 +531,16 @@ class InteractionKnowledgeBase:
 
     def interaction_between(self, a: DrugRef, b: DrugRef) -> KnownInteraction | None:
         """The most severe known interaction across the two medications' ingredient pairs."""
+        return self.interaction_across(self.ingredients_of(a), self.ingredients_of(b))
+
+    def interaction_across(
+        self, ingredients_a: Iterable[str], ingredients_b: Collection[str]
+    ) -> KnownInteraction | None:
+        """The most severe known interaction between two sets of ingredient keys (resolved
+        medications: ``ingredients_of`` of each)."""
         best: KnownInteraction | None = None
-        for ingredient_a in self.ingredients_of(a):
-            for ingredient_b in self.ingredients_of(b):
+        for ingredient_a in ingredients_a:
+            for ingredient_b in ingredients_b:
                 if ingredient_a == ingredient_b:
                     continue
                 key = _pair_key(ingredient_a, ingredient_b)
@@ -519,6 +558,13 @@ class InteractionKnowledgeBase:
     def interaction_of(self, ingredient_a: str, ingredient_b: str) -> KnownInteraction | None:
         """The known interaction of two ingredient keys, in either order."""
         return self._pairs.get(_pair_key(ingredient_a, ingredient_b))
+
+    def partners_of(self, ingredients: Iterable[str]) -> frozenset[str]:
+        """Every ingredient key that some known pair joins to one of ``ingredients``."""
+        found: set[str] = set()
+        for ingredient in ingredients:
+            found.update(self._partners.get(ingredient, ()))
+        return frozenset(found)
 
     def _resolve_name(self, normalised: str) -> frozenset[str]:
         if not normalised:
@@ -581,13 +627,35 @@ def find_interactions(
     The new drug's own medication_id is skipped (a re-prescription is not an interaction), and
     so is a repeated medication_id. Most severe first, then by medication ids.
     """
+    return find_resolved_interactions(
+        kb,
+        new_drug,
+        kb.ingredients_of(new_drug),
+        ((other, kb.ingredients_of(other)) for other in active),
+    )
+
+
+def find_resolved_interactions(
+    kb: InteractionKnowledgeBase,
+    new_drug: DrugRef,
+    new_ingredients: Collection[str],
+    active: Iterable[tuple[DrugRef, Collection[str]]],
+) -> list[InteractionMatch]:
+    """``find_interactions`` for drugs already resolved: each with its ``ingredients_of``.
+
+    Nothing is normalised here, so checking a drug against N active ones costs N set tests
+    (and a pair lookup for the few that can interact), however long their names.
+    """
     matches: list[InteractionMatch] = []
     seen = {new_drug.medication_id}
-    for other in active:
+    partners = kb.partners_of(new_ingredients)
+    for other, ingredients in active:
         if other.medication_id in seen:
             continue
         seen.add(other.medication_id)
-        interaction = kb.interaction_between(new_drug, other)
+        if partners.isdisjoint(ingredients):
+            continue
+        interaction = kb.interaction_across(new_ingredients, ingredients)
         if interaction is None:
             continue
         first, second = sorted((new_drug, other), key=_drug_order)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -28,7 +28,11 @@ from streams.contracts.models import (
     parse_time_of_day,
 )
 from streams.domain import refill
-from streams.domain.interactions import DrugRef, InteractionKnowledgeBase, find_interactions
+from streams.domain.interactions import (
+    DrugRef,
+    InteractionKnowledgeBase,
+    find_resolved_interactions,
+)
 from streams.domain.schedule import Schedule, match_dose_to_slot
 
 
@@ -59,6 +63,29 @@ class MedicationRecord(StateModel):
     out_alerted: bool = False
     no_refills_alerted: bool = False
     active: bool = True
+    # The drug's ingredient keys, resolved when it was prescribed, and the fingerprint of the
+    # knowledge base that resolved them: resolving a name is the costly part of an interaction
+    # check, and every later prescription is checked against every active medication. None on
+    # records written before they were kept; those are resolved when next needed.
+    ingredients: tuple[str, ...] | None = None
+    ingredients_kb: str | None = None
+
+    def ingredients_in(self, kb: InteractionKnowledgeBase) -> Collection[str]:
+        """The drug's ingredient keys in ``kb``: the stored ones when ``kb`` resolved them."""
+        if self.ingredients is not None and self.ingredients_kb == kb.fingerprint:
+            return self.ingredients
+        return kb.ingredients_of(self.drug)
+
+    def resolved_in(self, kb: InteractionKnowledgeBase) -> MedicationRecord:
+        """This record with its ingredients in ``kb`` stored (itself when they already are)."""
+        if self.ingredients is not None and self.ingredients_kb == kb.fingerprint:
+            return self
+        return self.model_copy(
+            update={
+                "ingredients": tuple(sorted(kb.ingredients_of(self.drug))),
+                "ingredients_kb": kb.fingerprint,
+            }
+        )
 
     @property
     def supply(self) -> refill.Supply:
@@ -210,14 +237,24 @@ def _pair_key(ingredients: Iterable[str]) -> str:
 def _interaction_warnings(
     state: PatientState, new: MedicationRecord, trigger: Event, rules: PatientRules
 ) -> tuple[PatientState, list[InteractionWarning]]:
-    others = [
-        record.drug
-        for record in state.medications.values()
-        if record.active and record.medication_id != new.medication_id
-    ]
+    kb = rules.knowledge_base
+    # Records kept without ingredients (older ones, or resolved by another knowledge base) are
+    # resolved once here and stored, so the next prescription finds them resolved.
+    upgraded: dict[str, MedicationRecord] = {}
+
+    def others() -> Iterator[tuple[DrugRef, Collection[str]]]:
+        for medication_id, record in state.medications.items():
+            if not record.active or record.medication_id == new.medication_id:
+                continue
+            resolved = record.resolved_in(kb)
+            if resolved is not record:
+                upgraded[medication_id] = resolved
+            yield record.drug, resolved.ingredients_in(kb)
+
+    matches = find_resolved_interactions(kb, new.drug, new.ingredients_in(kb), others())
     warned = dict(state.warned_pairs)
     warnings = []
-    for match in find_interactions(rules.knowledge_base, new.drug, others):
+    for match in matches:
         key = _pair_key(match.interaction.ingredients)
         if key in warned:
             continue
@@ -236,7 +273,10 @@ def _interaction_warnings(
                 source=match.interaction.source,
             )
         )
-    return state.model_copy(update={"warned_pairs": warned}), warnings
+    update: dict[str, object] = {"warned_pairs": warned}
+    if upgraded:
+        update["medications"] = {**state.medications, **upgraded}
+    return state.model_copy(update=update), warnings
 
 
 def _forget_pairs_of(state: PatientState, medication_id: str) -> PatientState:
@@ -282,15 +322,20 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
             event.refills_remaining,
             event.refill_threshold_days,
         )
-        prescribed = MedicationRecord(
-            medication_id=event.medication_id,
-            name=event.name,
-            rxnorm_code=event.rxnorm_code,
-            dose_unit=event.dose_unit,
-            dose_quantity=supply.dose_quantity,
-            supply_quantity=supply.supply_quantity,
-            refills_remaining=supply.refills_remaining,
-        ).with_supply(supply)
+        prescribed = (
+            MedicationRecord(
+                medication_id=event.medication_id,
+                name=event.name,
+                rxnorm_code=event.rxnorm_code,
+                dose_unit=event.dose_unit,
+                dose_quantity=supply.dose_quantity,
+                supply_quantity=supply.supply_quantity,
+                refills_remaining=supply.refills_remaining,
+            )
+            .with_supply(supply)
+            # The only name normalised for this prescription: later ones reuse what is stored.
+            .resolved_in(rules.knowledge_base)
+        )
         state, warnings = _interaction_warnings(state, prescribed, event, rules)
         state = state.model_copy(
             update={"medications": {**state.medications, event.medication_id: prescribed}}

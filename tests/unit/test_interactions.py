@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from streams.contracts.vocabulary import Severity
+from streams.domain import interactions
 from streams.domain.interactions import (
     DrugRef,
     InteractionKnowledgeBase,
     InteractionMatch,
     KnownInteraction,
     find_interactions,
+    find_resolved_interactions,
     normalise_drug_name,
 )
 
@@ -249,6 +251,100 @@ def test_find_interactions(kb: InteractionKnowledgeBase) -> None:
 
 def test_find_interactions_with_no_active_drugs(kb: InteractionKnowledgeBase) -> None:
     assert find_interactions(kb, drug("m1", "Coumadin"), []) == []
+
+
+FIND_ACTIVE = [
+    drug("med-9", "Metronidazole 500 mg"),
+    drug("med-2", "warfarin"),
+    drug("med-1", "Bayer"),
+    drug("med-5", "Lipitor"),
+    drug("med-7", "Jantoven"),
+    drug("med-3", "Tylenol"),
+    drug("med-1", "Bayer"),
+    drug("med-4", "Bactrim DS 800 mg-160 mg"),
+    drug("med-6", "Kaletra"),
+]
+
+
+def test_find_resolved_interactions_agrees_with_find_interactions(
+    kb: InteractionKnowledgeBase,
+) -> None:
+    for new in (drug("med-2", "Coumadin 5 mg"), drug("med-8", "Methotrexate"), drug("m", "Zocor")):
+        resolved = [(other, kb.ingredients_of(other)) for other in FIND_ACTIVE]
+        assert find_resolved_interactions(
+            kb, new, kb.ingredients_of(new), resolved
+        ) == find_interactions(kb, new, FIND_ACTIVE)
+
+
+def test_find_resolved_interactions_normalises_no_name(
+    kb: InteractionKnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = drug("med-2", "Coumadin 5 mg")
+    new_ingredients = kb.ingredients_of(new)
+    resolved = [(other, kb.ingredients_of(other)) for other in FIND_ACTIVE]
+    normalised: list[str] = []
+    original = interactions._basic_normalise
+
+    def counted(name: str) -> str:
+        normalised.append(name)
+        return original(name)
+
+    monkeypatch.setattr(interactions, "_basic_normalise", counted)
+    matches = find_resolved_interactions(kb, new, new_ingredients, resolved)
+    assert [match.medication_ids for match in matches] == [
+        ("med-1", "med-2"),
+        ("med-2", "med-4"),
+        ("med-2", "med-9"),
+        ("med-2", "med-3"),
+    ]
+    assert normalised == []
+    # find_interactions resolves the new drug and every drug it is given, each time.
+    find_interactions(kb, new, FIND_ACTIVE)
+    assert len(normalised) == 1 + len(FIND_ACTIVE)
+
+
+def test_interaction_across_is_interaction_between_on_ingredients(
+    kb: InteractionKnowledgeBase,
+) -> None:
+    for a in FIND_ACTIVE:
+        for b in FIND_ACTIVE:
+            assert kb.interaction_across(
+                kb.ingredients_of(a), kb.ingredients_of(b)
+            ) == kb.interaction_between(a, b)
+
+
+def test_partners_of(kb: InteractionKnowledgeBase) -> None:
+    partners = kb.partners_of({"warfarin"})
+    assert {"aspirin", "acetaminophen", "metronidazole"} <= partners
+    assert "warfarin" not in partners
+    assert all(kb.interaction_of("warfarin", other) is not None for other in partners)
+    assert kb.partners_of(["warfarin", "simvastatin"]) == partners | kb.partners_of({"simvastatin"})
+    assert kb.partners_of({"foobarol"}) == frozenset()
+    assert kb.partners_of([]) == frozenset()
+
+
+def test_the_fingerprint_names_what_drugs_resolve_to(tmp_path: Path) -> None:
+    default = InteractionKnowledgeBase.load_default()
+    again = InteractionKnowledgeBase.from_files(
+        DATA / "interactions.csv", DATA / "drug_synonyms.csv"
+    )
+    assert again is not default
+    assert again.fingerprint == default.fingerprint
+    assert len(default.fingerprint) == 16
+    # A new synonym or ingredient can change what a name resolves to.
+    ddinter = write_csv(
+        tmp_path / "ddinter.csv",
+        ["DDInterID_A", "Drug_A", "DDInterID_B", "Drug_B", "Level"],
+        [["DDInter1", "Foobarol", "DDInter2", "Warfarin", "Moderate"]],
+    )
+    assert default.with_ddinter_csv(ddinter).fingerprint != default.fingerprint
+    # A severity alone does not: every drug still resolves to the same ingredients.
+    raised = write_csv(
+        tmp_path / "raised.csv",
+        ["DDInterID_A", "Drug_A", "DDInterID_B", "Drug_B", "Level"],
+        [["DDInter4", "Warfarin", "DDInter5", "Acetaminophen", "Major"]],
+    )
+    assert default.with_ddinter_csv(raised).fingerprint == default.fingerprint
 
 
 # --- the shipped data ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from streams.contracts.models import (
     ScheduleSet,
 )
 from streams.contracts.vocabulary import ChannelKind, RefillReason, Severity, Weekday
+from streams.domain import interactions
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import (
     ContactPreferences,
@@ -178,6 +179,8 @@ def test_a_prescription_creates_an_active_medication() -> None:
         supply_quantity=60.0,
         refills_remaining=2,
         threshold_days=10,
+        ingredients=("metformin",),
+        ingredients_kb=RULES.knowledge_base.fingerprint,
     )
     assert patient.state.active_medication("m1") == record
     assert effects.replan == {"m1"}
@@ -344,6 +347,165 @@ def test_a_discontinued_drug_no_longer_counts_for_interactions() -> None:
         "m-warfarin", "Warfarin", rxnorm_code="11289"
     ).interaction_warnings
     assert warning.medication_ids == ["m-aspirin", "m-warfarin"]
+
+
+# --- interactions: ingredients kept with each medication -----------------------------------------
+
+
+@pytest.fixture
+def normalised(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every drug name the knowledge base normalises from now on, in order."""
+    names: list[str] = []
+    original = interactions._basic_normalise
+
+    def counted(name: str) -> str:
+        names.append(name)
+        return original(name)
+
+    monkeypatch.setattr(interactions, "_basic_normalise", counted)
+    return names
+
+
+# By name, no RxCUI: the way of resolving a drug that normalises its name.
+ON_MANY = ["Coumadin 5 mg", "Lipitor 20 mg", "Tylenol 500 mg", "Metformin 500 mg", "Zocor 40 mg"]
+
+
+def test_a_new_prescription_normalises_only_its_own_name(normalised: list[str]) -> None:
+    patient = Patient()
+    for index, name in enumerate(ON_MANY * 10):
+        patient.prescribe(f"m{index}", name)
+    assert normalised == ON_MANY * 10  # each once, when it was prescribed
+    normalised.clear()
+
+    effects = patient.prescribe("m-new", "Aspirin 81 mg")
+
+    assert normalised == ["Aspirin 81 mg"]
+    [warning] = effects.interaction_warnings
+    assert warning.severity is Severity.MAJOR
+    assert warning.medication_names == ["Aspirin 81 mg", "Coumadin 5 mg"]
+
+
+def test_the_ingredients_are_stored_with_the_medication() -> None:
+    patient = Patient()
+    patient.prescribe("m1", "Bactrim DS 800 mg-160 mg")
+    patient.prescribe("m2", "Foobarol 10 mg")
+    patient.prescribe("m3", "   ")
+    records = patient.state.medications
+    fingerprint = RULES.knowledge_base.fingerprint
+    assert records["m1"].ingredients == ("sulfamethoxazole", "trimethoprim")
+    assert records["m2"].ingredients == ("foobarol",)
+    # Resolved to nothing is not the same as not resolved.
+    assert records["m3"].ingredients == ()
+    assert {record.ingredients_kb for record in records.values()} == {fingerprint}
+    # They survive the table record (the agent dumps without defaults).
+    dumped = json.loads(json.dumps(patient.state.model_dump(mode="json", exclude_defaults=True)))
+    assert PatientState.model_validate(dumped) == patient.state
+
+
+def old_record(medication_id: str, name: str, rxnorm_code: str | None = None) -> dict[str, Any]:
+    """A medication as the table held it before ingredients were kept with it."""
+    record: dict[str, Any] = {
+        "medication_id": medication_id,
+        "name": name,
+        "dose_quantity": 1.0,
+        "dose_unit": "tablet",
+        "supply_quantity": 30.0,
+        "refills_remaining": 1,
+    }
+    if rxnorm_code is not None:
+        record["rxnorm_code"] = rxnorm_code
+    return record
+
+
+def test_records_without_stored_ingredients_still_get_warnings(normalised: list[str]) -> None:
+    stored = {
+        "medications": {
+            "m-warfarin": old_record("m-warfarin", "Warfarin Sodium 5 mg Tablet"),
+            "m-statin": old_record("m-statin", "Zocor 40 mg"),
+            "m-metformin": old_record("m-metformin", "Metformin", rxnorm_code="6809"),
+        }
+    }
+    patient = Patient(state=PatientState.model_validate(stored))
+    assert patient.state.medications["m-warfarin"].ingredients is None
+
+    [warning] = patient.prescribe("m-aspirin", "Aspirin 81 mg").interaction_warnings
+
+    assert warning.medication_ids == ["m-aspirin", "m-warfarin"]
+    assert warning.severity is Severity.MAJOR
+    # Resolved once, and kept: the next prescription normalises only its own name.
+    assert sorted(normalised) == ["Aspirin 81 mg", "Warfarin Sodium 5 mg Tablet", "Zocor 40 mg"]
+    medications = patient.state.medications
+    assert medications["m-warfarin"].ingredients == ("warfarin",)
+    assert medications["m-statin"].ingredients == ("simvastatin",)
+    assert medications["m-metformin"].ingredients == ("metformin",)
+    normalised.clear()
+    again = patient.prescribe("m-clarithro", "Biaxin 500 mg").interaction_warnings
+    assert normalised == ["Biaxin 500 mg"]
+    assert [warning.medication_ids for warning in again] == [
+        ["m-clarithro", "m-statin"],
+        ["m-clarithro", "m-warfarin"],
+    ]
+
+
+def test_ingredients_resolved_by_another_knowledge_base_are_resolved_again() -> None:
+    # Kept by a knowledge base that did not know the name: this one does, and decides.
+    stale = {
+        **old_record("m-warfarin", "Coumadin 5 mg"),
+        "ingredients": ["coumadin"],
+        "ingredients_kb": "0123456789abcdef",
+    }
+    patient = Patient(state=PatientState.model_validate({"medications": {"m-warfarin": stale}}))
+
+    [warning] = patient.prescribe("m-aspirin", "Aspirin 81 mg").interaction_warnings
+
+    assert warning.medication_ids == ["m-aspirin", "m-warfarin"]
+    record = patient.state.medications["m-warfarin"]
+    assert record.ingredients == ("warfarin",)
+    assert record.ingredients_kb == RULES.knowledge_base.fingerprint
+
+
+_NAMES = [
+    "Coumadin 5 mg",
+    "Warfarin Sodium",
+    "Aspirin 81 mg",
+    "Bayer",
+    "Tylenol",
+    "Bactrim DS",
+    "Methotrexate 2.5 mg",
+    "Zocor 20 mg",
+    "Kaletra",
+    "Biaxin",
+    "Metronidazole",
+    "Foobarol",
+    "Lipitor",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 8), st.sampled_from(_NAMES)), min_size=1, max_size=14),
+    st.tuples(st.integers(0, 9), st.sampled_from(_NAMES)),
+)
+def test_stored_ingredients_warn_exactly_as_resolving_every_name(
+    prescriptions: list[tuple[int, str]], last: tuple[int, str]
+) -> None:
+    patient = Patient()
+    for number, name in prescriptions:
+        patient.prescribe(f"m{number}", name)
+    # The same state as a record from before ingredients were kept: every name resolved anew.
+    old = patient.state.model_copy(
+        update={
+            "medications": {
+                key: record.model_copy(update={"ingredients": None, "ingredients_kb": None})
+                for key, record in patient.state.medications.items()
+            }
+        }
+    )
+    event = patient.prescription(f"m{last[0]}", last[1])
+    kept = apply_input(patient.state, event, RULES, T0)
+    resolved = apply_input(old, event, RULES, T0)
+    assert kept.interaction_warnings == resolved.interaction_warnings
+    assert kept.state == resolved.state
 
 
 # --- refill alerts through apply_input ----------------------------------------------------------
