@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="MEDSTREAM_", frozen=True, extra="forbid", validate_default=True
+        env_prefix="MEDSTREAM_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        # An error must not print what was given: it may be a token or a password.
+        hide_input_in_errors=True,
     )
 
     # --- Kafka clients -------------------------------------------------------------------

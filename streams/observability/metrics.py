@@ -11,6 +11,8 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from streams.observability.liveness import Liveness
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "collect_from_app"]
@@ -73,6 +75,19 @@ class Metrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self._agent_up = Gauge(
+            "medstream_agent_up",
+            "1 while the agent runs, 0 after a crash (until it has run the crash window out).",
+            ["agent"],
+            registry=self.registry,
+        )
+        self._partition_stalled = Gauge(
+            "medstream_partition_stalled",
+            "1 when an assigned partition has lag and its offset has not moved for the stall "
+            "time (MEDSTREAM_PARTITION_STALL_SECONDS), else 0.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self._table_entries = Gauge(
             "medstream_table_entries",
             "Keys in a table's partitions held by this worker.",
@@ -125,6 +140,18 @@ class Metrics:
         """The number of keys of ``table`` held by this worker."""
         self._table_entries.labels(table=table).set(n)
 
+    def set_agent_up(self, agent: str, up: bool) -> None:
+        """Whether ``agent`` runs (1) or is down after a crash (0)."""
+        self._agent_up.labels(agent=agent).set(1 if up else 0)
+
+    def set_partition_stalls(self, stalls: Mapping[tuple[str, int], bool]) -> None:
+        """Every assigned partition and whether it is stalled; others lose their series."""
+        self._partition_stalled.clear()
+        for (topic, partition), stalled in stalls.items():
+            self._partition_stalled.labels(topic=topic, partition=str(partition)).set(
+                1 if stalled else 0
+            )
+
     def render(self) -> bytes:
         """Every family in the Prometheus text exposition format."""
         return generate_latest(self.registry)
@@ -148,8 +175,11 @@ def _lag_of(consumer: Any, tp: Any) -> int | None:
     return max(0, int(highwater) - int(committed))
 
 
-def collect_from_app(metrics: Metrics, app: faust.App, tables: Mapping[str, Any]) -> None:
-    """Refresh the gauges that describe the running app: consumer lag and table sizes.
+def collect_from_app(
+    metrics: Metrics, app: faust.App, tables: Mapping[str, Any], liveness: Liveness | None = None
+) -> None:
+    """Refresh the gauges that describe the running app: consumer lag, table sizes and, with
+    ``liveness``, agents up and partitions stalled.
 
     Lag is computed per assigned partition from what the Faust consumer already knows (the
     high watermark of the last fetch and the offset last committed), so this never waits on
@@ -170,6 +200,11 @@ def collect_from_app(metrics: Metrics, app: faust.App, tables: Mapping[str, Any]
         seen.add((tp.topic, tp.partition))
     for topic, partition in metrics.lag_partitions() - seen:
         metrics.forget_lag(topic, partition)
+    if liveness is not None:
+        down = liveness.agents_down()
+        for agent in sorted(liveness.agents | set(down)):
+            metrics.set_agent_up(agent, agent not in down and liveness.fatal is None)
+        metrics.set_partition_stalls(liveness.partitions())
     for name, table in tables.items():
         try:
             metrics.set_table_entries(name, len(table))

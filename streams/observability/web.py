@@ -9,15 +9,20 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.agents.runtime import tables_recovered
+from streams.observability.liveness import Liveness, positions_of
 from streams.observability.metrics import CONTENT_TYPE_LATEST, Metrics, collect_from_app
 
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def default_readiness(app: faust.App) -> Readiness:
-    """Ready once the consumer has partitions, no rebalance is under way and tables recovered."""
+def default_readiness(app: faust.App, liveness: Liveness | None = None) -> Readiness:
+    """Ready once the consumer has partitions, no rebalance is under way and tables recovered,
+    while no agent is down after a crash and no partition is stalled."""
 
     def readiness() -> tuple[bool, str]:
+        problem = liveness.problem() if liveness is not None else None
+        if problem is not None:
+            return False, problem
         try:
             assignment = app.consumer.assignment()
         except Exception:  # the consumer has not started yet
@@ -31,11 +36,22 @@ def default_readiness(app: faust.App) -> Readiness:
     return readiness
 
 
+def install_liveness(app: faust.App, liveness: Liveness) -> None:
+    """Sample the assigned partitions' positions on every worker, so stalls are seen between
+    requests too (a stall is "no progress for N seconds", which sparse requests cannot tell)."""
+    interval = max(0.2, min(5.0, liveness.stall_seconds / 10))
+
+    @app.timer(interval=interval, on_leader=False)  # type: ignore[untyped-decorator]
+    async def sample_partition_progress() -> None:
+        liveness.observe(positions_of(app))
+
+
 def install_web(
     app: faust.App,
     metrics: Metrics,
     readiness: Readiness,
     tables: Mapping[str, Any],
+    liveness: Liveness | None = None,
 ) -> None:
     """Register the three pages on the app's web server (call before the app starts)."""
 
@@ -56,5 +72,5 @@ def install_web(
     @app.page("/metrics", name="medstream-metrics")
     class PrometheusMetrics(View):
         async def get(self, request: Request) -> Response:
-            collect_from_app(metrics, app, tables)
+            collect_from_app(metrics, app, tables, liveness)
             return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -17,6 +17,8 @@ FAMILIES = {
     "medstream_deliveries": "counter",
     "medstream_consumer_lag": "gauge",
     "medstream_table_entries": "gauge",
+    "medstream_agent_up": "gauge",
+    "medstream_partition_stalled": "gauge",
 }
 
 
