@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlsplit
+
+import yarl
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -229,16 +230,14 @@ def url_refusal(url: str, policy: TargetPolicy) -> Refusal | None:
     """What the URL alone refuses: scheme, credentials, a missing or numeric or metadata host,
     and a literal address outside the policy. A host name's addresses are judged on resolution.
     """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
-    except ValueError:
+    host = _host_as_aiohttp_sees_it(url)
+    if host is None:
         return Refusal.NOT_A_URL
+    parsed = yarl.URL(url)
     allowed = ("https", "http") if policy.allow_http else ("https",)
-    if parts.scheme.lower() not in allowed:
+    if parsed.scheme.lower() not in allowed:
         return Refusal.SCHEME
-    if "@" in parts.netloc:
+    if parsed.raw_user is not None or parsed.raw_password is not None:
         return Refusal.CREDENTIALS
     if not host:
         return Refusal.NO_HOST
@@ -260,7 +259,20 @@ def target_refusal(
     refusal = url_refusal(url, policy)
     if refusal is not None:
         return refusal
-    host = urlsplit(url).hostname or ""
+    host = _host_as_aiohttp_sees_it(url) or ""
     if literal_address(host) is not None:
         return None
     return address_refusal(host, addresses, policy)
+
+
+def _host_as_aiohttp_sees_it(url: str) -> str | None:
+    # The host after yarl's normalisation (what aiohttp connects to), "" when there is none,
+    # None when the URL does not parse. urllib's parser differs: it keeps fullwidth digits
+    # ("\uff10.\uff10.\uff10.\uff10") a name, which yarl turns into the literal 0.0.0.0 that
+    # aiohttp would connect to without resolving.
+    try:
+        parsed = yarl.URL(url)
+        parsed.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
+    except (ValueError, TypeError):
+        return None
+    return parsed.raw_host or ""

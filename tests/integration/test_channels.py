@@ -389,6 +389,8 @@ def refused_without_trace(error: DeliveryError, url: str) -> None:
         "http://[::1]:{port}/hook/ok",
         "http://[::ffff:127.0.0.1]:{port}/hook/ok",
         "http://2130706433:{port}/hook/ok",
+        # Fullwidth digits, which aiohttp connects to as 0.0.0.0 (this machine).
+        "http://\uff10.\uff10.\uff10.\uff10:{port}/hook/ok",
         "http://169.254.169.254/latest/meta-data/",
         "http://[fd00:ec2::254]/latest/meta-data/",
         "http://metadata.google.internal/computeMetadata/v1/",

@@ -121,6 +121,20 @@ def test_what_the_url_alone_refuses(url: str, refusal: Refusal) -> None:
     assert target_refusal(url, [PUBLIC_V4], DEFAULT) is refusal
 
 
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        # Fullwidth digits and ideographic full stops: yarl (hence aiohttp) normalises them
+        # into a literal address, which aiohttp connects to without asking the resolver.
+        ("https://\uff10.\uff10.\uff10.\uff10/", Refusal.UNSPECIFIED),
+        ("https://127\u30020\u30020\u30021/", Refusal.LOOPBACK),
+        ("https://[::ffff:127.0.0.1]/", Refusal.LOOPBACK),
+    ],
+)
+def test_the_host_is_judged_as_the_http_client_parses_it(url: str, refusal: Refusal) -> None:
+    assert url_refusal(url, DEFAULT) is refusal
+
+
 def test_a_host_name_waits_for_its_addresses() -> None:
     assert url_refusal("https://hooks.example.org/in", DEFAULT) is None
     assert url_refusal("https://localhost/in", DEFAULT) is None
