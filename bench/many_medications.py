@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
@@ -76,24 +75,23 @@ def prescription(
     )
 
 
-def cap_overrides(fields: list[str], medications: int) -> dict[str, int]:
-    """A cap on active medications per patient (when there is one) raised above ``medications``.
-
-    The cap is being added elsewhere; its name is not settled, so any field that reads like
-    one is raised, and the note says which (if any) was.
-    """
-    return {
-        name: medications + PROBES + 10
-        for name in fields
-        if "medication" in name and any(word in name for word in ("max", "cap", "limit"))
-    }
+# The caps on one patient's state (MEDSTREAM_MAX_ACTIVE_MEDICATIONS, default 200, and
+# MEDSTREAM_MAX_PATIENT_RECORD_BYTES, default 512 KiB): a worker dead-letters a prescription
+# beyond them, so the worker runs raise them, the record size to its upper bound.
+RECORD_BYTES_SETTING = "max_patient_record_bytes"
 
 
-def rules_for(kb: InteractionKnowledgeBase, medications: int) -> PatientRules:
-    rules = PatientRules(knowledge_base=kb, grace=timedelta(minutes=30))
-    names = [field.name for field in dataclasses.fields(PatientRules)]
-    overrides: dict[str, Any] = dict(cap_overrides(names, medications))
-    return dataclasses.replace(rules, **overrides)
+def cap_overrides(medications: int) -> dict[str, int]:
+    """The settings that cap a patient's medications, raised for ``medications`` of them (the
+    ones this Settings has: trees from before the caps have none)."""
+    overrides = {}
+    for name, field in Settings.model_fields.items():
+        if "medication" in name and any(word in name for word in ("max", "cap", "limit")):
+            overrides[name] = medications + PROBES + 10
+        elif name == RECORD_BYTES_SETTING:
+            bounds = [getattr(rule, "le", None) for rule in field.metadata]
+            overrides[name] = next((bound for bound in bounds if bound is not None), 900 * 1024)
+    return overrides
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class PureFigures:
 
 
 def measure_pure(kb: InteractionKnowledgeBase, names: list[str], medications: int) -> PureFigures:
-    rules = rules_for(kb, medications)
+    rules = PatientRules(knowledge_base=kb, grace=timedelta(minutes=30))
     factory = EventFactory(f"mm{uuid.uuid4().hex[:6]}")
     now = datetime.now(UTC)
     events = [
@@ -184,11 +182,12 @@ class WorkerFigures:
     behind_latency_ms: float
     finished: bool
     warnings_delivered: int
+    dead_lettered: int
     cap_setting: str
 
 
 async def measure_worker(context: Context, names: list[str], medications: int) -> WorkerFigures:
-    overrides = cap_overrides(list(Settings.model_fields), medications)
+    overrides = cap_overrides(medications)
     settings = context.settings(NAME, **overrides)
     await prepare_topics(settings)
     factory = EventFactory(f"mw{uuid.uuid4().hex[:6]}")
@@ -249,6 +248,7 @@ async def measure_worker(context: Context, names: list[str], medications: int) -
         behind_latency_ms=float("nan") if arrived is None else (arrived - sent_at) * 1000,
         finished=finished,
         warnings_delivered=channel.delivered - (1 if arrived else 0),
+        dead_lettered=sum(stats.dead_lettered.values()),
         cap_setting=", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
     )
 
@@ -308,8 +308,12 @@ async def run(context: Context) -> None:
             f"worker: interaction warnings delivered, {count} medications",
             worker.warnings_delivered,
             "deliveries",
+            note="those delivered by the time the other patient's alert was",
         )
-        context.note(NAME, f"worker N={count}: medication cap setting raised: {worker.cap_setting}")
+        context.add(
+            NAME, f"worker: dead-lettered, {count} medications", worker.dead_lettered, "events"
+        )
+        context.note(NAME, f"worker N={count}: caps raised: {worker.cap_setting}")
     context.note(
         NAME,
         f"one patient prescribed N drugs by name ({len(names)} names cycled, strengths and forms "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streams.contracts.vocabulary import Severity
 
@@ -22,6 +22,7 @@ __all__ = [
     "InteractionKnowledgeBase",
     "InteractionMatch",
     "KnownInteraction",
+    "Medication",
     "find_interactions",
     "find_resolved_interactions",
     "normalise_drug_name",
@@ -152,6 +153,20 @@ class DrugRef:
     medication_id: str
     name: str
     rxnorm_code: str | None = None
+
+    @property
+    def drug(self) -> DrugRef:
+        return self
+
+
+class Medication(Protocol):
+    """Anything that is one of a patient's medications and can say which (a ``DrugRef``)."""
+
+    @property
+    def medication_id(self) -> str: ...
+
+    @property
+    def drug(self) -> DrugRef: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,12 +654,13 @@ def find_resolved_interactions(
     kb: InteractionKnowledgeBase,
     new_drug: DrugRef,
     new_ingredients: Collection[str],
-    active: Iterable[tuple[DrugRef, Collection[str]]],
+    active: Iterable[tuple[Medication, Collection[str]]],
 ) -> list[InteractionMatch]:
     """``find_interactions`` for drugs already resolved: each with its ``ingredients_of``.
 
     Nothing is normalised here, so checking a drug against N active ones costs N set tests
-    (and a pair lookup for the few that can interact), however long their names.
+    (and a pair lookup for the few that can interact), however long their names; a
+    ``DrugRef`` is asked for only of the medications that interact.
     """
     matches: list[InteractionMatch] = []
     seen = {new_drug.medication_id}
@@ -658,7 +674,7 @@ def find_resolved_interactions(
         interaction = kb.interaction_across(new_ingredients, ingredients)
         if interaction is None:
             continue
-        first, second = sorted((new_drug, other), key=_drug_order)
+        first, second = sorted((new_drug, other.drug), key=_drug_order)
         matches.append(InteractionMatch(drug_a=first, drug_b=second, interaction=interaction))
     matches.sort(key=lambda match: (match.severity.rank, *match.medication_ids))
     return matches

@@ -238,18 +238,21 @@ def _interaction_warnings(
     state: PatientState, new: MedicationRecord, trigger: Event, rules: PatientRules
 ) -> tuple[PatientState, list[InteractionWarning]]:
     kb = rules.knowledge_base
+    fingerprint = kb.fingerprint
     # Records kept without ingredients (older ones, or resolved by another knowledge base) are
     # resolved once here and stored, so the next prescription finds them resolved.
     upgraded: dict[str, MedicationRecord] = {}
 
-    def others() -> Iterator[tuple[DrugRef, Collection[str]]]:
+    def others() -> Iterator[tuple[MedicationRecord, Collection[str]]]:
+        # Run once per active medication of every prescription: plain attribute reads only.
         for medication_id, record in state.medications.items():
             if not record.active or record.medication_id == new.medication_id:
                 continue
-            resolved = record.resolved_in(kb)
-            if resolved is not record:
-                upgraded[medication_id] = resolved
-            yield record.drug, resolved.ingredients_in(kb)
+            ingredients: Collection[str] | None = record.ingredients
+            if ingredients is None or record.ingredients_kb != fingerprint:
+                resolved = upgraded[medication_id] = record.resolved_in(kb)
+                ingredients = resolved.ingredients_in(kb)
+            yield record, ingredients
 
     matches = find_resolved_interactions(kb, new.drug, new.ingredients_in(kb), others())
     warned = dict(state.warned_pairs)
