@@ -36,7 +36,13 @@ from streams.contracts.models import (
     ReminderDue,
 )
 from streams.domain.dedup import Admission, SeenEvents, admit
-from streams.domain.limits import LimitExceededError, Limits, check_clock_skew, check_limits
+from streams.domain.limits import (
+    ClockSkewError,
+    LimitExceededError,
+    Limits,
+    check_clock_skew,
+    check_limits,
+)
 from streams.domain.patient import (
     PatientRules,
     PatientState,
@@ -365,10 +371,20 @@ class ReminderRecorder:
     store: PatientStore
     queue: ReminderQueue
     grace: timedelta
+    limits: Limits = field(default_factory=Limits)
+    clock: Clock = utc_now
 
     async def handle(self, event: Event, partition: int) -> Outcome:
         state = self.store.state(event.patient_id)
         if isinstance(event, ReminderDue):
+            # The topic is writable by more than this worker: a forged reminder for a slot
+            # far ahead would mark every slot before it as reminded, and silence them.
+            if event.reminder_id != reminder_id(
+                event.patient_id, event.medication_id, event.scheduled_for
+            ):
+                raise RejectedEventError("ReminderDue: reminder_id is not its slot's id")
+            if event.scheduled_for > self.clock() + self.limits.max_clock_skew:
+                raise ClockSkewError("ReminderDue: scheduled_for is ahead of the worker's clock")
             updated = record_reminder(state, event)
             if updated is state:
                 return Outcome.DUPLICATE
@@ -666,7 +682,9 @@ def install_patient_agents(
         queue=queue,
         clock=clock,
     )
-    recorder = ReminderRecorder(store=store, queue=queue, grace=rules.grace)
+    recorder = ReminderRecorder(
+        store=store, queue=queue, grace=rules.grace, limits=processor.limits, clock=clock
+    )
     timer = ReminderTimer(
         app=app,
         settings=settings,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from streams.contracts.models import DeadLetter
 from streams.domain.dedup import SeenEvents
 from streams.domain.limits import LimitExceededError
 from streams.domain.patient import PatientState
+from streams.domain.schedule import reminder_id
 from streams.faust_transport import acting_for
 from tests.agents.conftest import agent_test_app, capture_emitted
 from tests.agents.harness import NOW, Emitted, Feed, encoded, event, feeding, of_type, prescribed
@@ -321,3 +322,31 @@ async def test_an_unexpected_exception_while_decoding_is_dead_lettered(
         "DecodeError",
         "RecursionError while decoding",
     )
+
+
+async def test_a_forged_reminder_cannot_silence_the_slots_before_it(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    # The recorder keeps the real clock here (the reminders of the other tests are for 2025).
+    far = datetime.now(UTC).replace(microsecond=0) + timedelta(days=400)
+    forged = {
+        "medication_id": "m1",
+        "medication_name": "Metformin",
+        "dose_quantity": 1,
+        "dose_unit": "tablet",
+        "scheduled_for": far.isoformat(),
+    }
+    async with feeding(medstream, "record-reminders") as feed:
+        await feed.put(
+            "medication-reminders",
+            encoded(event("ReminderDue", "r-1", reminder_id="rem-not-its-slot", **forged)),
+        )
+        rightful = reminder_id("p1", "m1", far)
+        await feed.put(
+            "medication-reminders",
+            encoded(event("ReminderDue", rightful, reminder_id=rightful, **forged)),
+        )
+    assert [(letter.error_type, letter.error_message) for letter in dead_letters(emitted)] == [
+        ("RejectedEventError", "ReminderDue: reminder_id is not its slot's id"),
+        ("ClockSkewError", "ReminderDue: scheduled_for is ahead of the worker's clock"),
+    ]
