@@ -347,12 +347,12 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
         return Effects(state, alerts, warnings, {event.medication_id})
 
     if isinstance(event, MedicationDiscontinued):
-        stopped = state.medications.get(event.medication_id)
-        if stopped is None:
+        if event.medication_id not in state.medications:
             return Effects(state)
+        # The record goes: nothing reads a stopped drug's supply again (a re-prescription
+        # starts afresh), and kept records would grow the patient's state without bound.
         medications = {
-            **state.medications,
-            event.medication_id: stopped.model_copy(update={"active": False}),
+            key: record for key, record in state.medications.items() if key != event.medication_id
         }
         state = state.model_copy(update={"medications": medications})
         state = _drop_slots_of(_forget_pairs_of(state, event.medication_id), event.medication_id)
