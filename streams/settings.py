@@ -265,7 +265,19 @@ class Settings(BaseSettings):
     reminder_grace_minutes: float = Field(
         30.0,
         gt=0,
-        description="MEDSTREAM_REMINDER_GRACE_MINUTES: wait for a dose before DoseMissed.",
+        description=(
+            "MEDSTREAM_REMINDER_GRACE_MINUTES: wait for a dose before DoseMissed; a DoseTaken "
+            "or DoseSkipped up to this long after its slot still answers it."
+        ),
+    )
+    dose_answer_early_minutes: float = Field(
+        60.0,
+        ge=0,
+        le=720,
+        description=(
+            "MEDSTREAM_DOSE_ANSWER_EARLY_MINUTES: a DoseTaken or DoseSkipped up to this long "
+            "before its slot already answers it (no ReminderDue, no DoseMissed for it)."
+        ),
     )
     reminder_catch_up_minutes: float = Field(
         60.0,

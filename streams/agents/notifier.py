@@ -33,7 +33,7 @@ from streams.contracts.models import (
     ReminderDue,
 )
 from streams.contracts.vocabulary import ChannelKind, DeliveryStatus
-from streams.domain.patient import ContactPreferences, PatientState, stable_id
+from streams.domain.patient import ContactPreferences, PatientState, is_answered, stable_id
 from streams.faust_transport import AcknowledgedTable
 from streams.notify.channels import (
     AppriseChannel,
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Notifiable = ReminderDue | DoseMissed | RefillAlert | InteractionWarning
 NO_CHANNEL = "none"
+ANSWERED = "the dose was already answered"
 # A safety net: the scan after each rebalance finds the in-flight and deferred records; the
 # periodic one also prunes records that left the de-duplication window.
 LEDGER_RESCAN = timedelta(minutes=5)
@@ -145,6 +146,9 @@ class Notifier:
         ):
             self._suppress(event, partition, "the medication was discontinued")
             return Outcome.PROCESSED
+        if _answered(event, state):
+            self._suppress(event, partition, ANSWERED)
+            return Outcome.PROCESSED
         if state.contact is None and self._contact_wait:
             # The contact comes on another topic than what caused this event, in no order
             # with it: an onboarding may publish both at once, and a worker taking over
@@ -208,11 +212,15 @@ class Notifier:
             return Outcome.DUPLICATE
         source = EVENT_MODELS[record.source["event_type"]].model_validate(record.source)
         assert isinstance(source, ReminderDue | DoseMissed | RefillAlert | InteractionWarning)
-        contact = self.patient_state(record.patient_id).contact
+        state = self.patient_state(record.patient_id)
+        contact = state.contact
         if record.channel == NO_CHANNEL:
             # The wait for the patient's contact is over: planned with what there is now.
             del self.ledger[record.notification_id]
-            self._plan(source, partition, contact)
+            if _answered(source, state):
+                self._suppress(source, partition, ANSWERED)
+            else:
+                self._plan(source, partition, contact)
             return Outcome.PROCESSED
         channel = _channel_by_label(source, contact, record.channel)
         if contact is None or channel is None:
@@ -601,6 +609,12 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     except ImportError:
         log.info("apprise is not installed: the apprise channel is off")
     return channels
+
+
+def _answered(event: Notifiable, state: PatientState) -> bool:
+    """A reminder or missed dose whose slot was answered after the timer sent it: telling the
+    patient to take it could bring a second dose, and the caregiver would be told wrong."""
+    return isinstance(event, ReminderDue | DoseMissed) and is_answered(state, event.reminder_id)
 
 
 def _channel_by_label(

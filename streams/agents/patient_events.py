@@ -9,7 +9,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,9 +58,10 @@ from streams.domain.reminder_queue import (
     ReminderQueue,
     first_slot_to_remind,
 )
-from streams.domain.schedule import reminder_id
+from streams.domain.schedule import AnswerResult, reminder_id
 from streams.faust_transport import AcknowledgedTable, acting_for
 from streams.observability import tracing
+from streams.observability.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,7 @@ class PatientEventProcessor:
     rules: PatientRules
     queue: ReminderQueue
     clock: Clock = utc_now
+    metrics: Metrics | None = None
 
     @functools.cached_property
     def limits(self) -> Limits:
@@ -345,6 +347,12 @@ class PatientEventProcessor:
         before = self.store.state(event.patient_id)
         check_limits(before, event, limits)
         effects = apply_input(before, event, self.rules, now)
+        if effects.dose_answer is not None:
+            if effects.dose_answer is not AnswerResult.ANSWERED:
+                # A duplicate or out-of-window answer changes nothing else: this is its record.
+                log.info("%s answered no slot: %s", event.event_type, effects.dose_answer.value)
+            if self.metrics is not None:
+                self.metrics.dose_answer(effects.dose_answer.value)
         state = effects.state.model_copy(update={"partition": partition})
         # Sent once the new state is written: see PatientStore.
         self.store.stage(
@@ -675,12 +683,20 @@ def install_patient_agents(
     agents on one topic race for its offsets.
     """
     queue = ReminderQueue()
+    # The answer window and how long answers are kept follow the settings, whoever built the
+    # rules (the grace window comes with them).
+    rules = replace(
+        rules,
+        early=timedelta(minutes=settings.dose_answer_early_minutes),
+        catch_up=timedelta(minutes=settings.reminder_catch_up_minutes),
+    )
     processor = PatientEventProcessor(
         settings=settings,
         store=store,
         rules=rules,
         queue=queue,
         clock=clock,
+        metrics=intake.emitter.metrics,
     )
     recorder = ReminderRecorder(
         store=store, queue=queue, grace=rules.grace, limits=processor.limits, clock=clock

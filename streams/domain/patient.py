@@ -33,7 +33,14 @@ from streams.domain.interactions import (
     InteractionKnowledgeBase,
     find_resolved_interactions,
 )
-from streams.domain.schedule import Schedule, match_dose_to_slot
+from streams.domain.schedule import (
+    AnswerResult,
+    AnswerWindow,
+    Schedule,
+    answer_slot,
+    next_slot_after,
+    reminder_id,
+)
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -149,6 +156,14 @@ class OpenSlot(StateModel):
     scheduled_for: datetime
 
 
+class AnsweredSlot(StateModel):
+    """A slot a DoseTaken or DoseSkipped answered, reminded or not: no ReminderDue (or its
+    delivery suppressed) and no DoseMissed for it. Kept only while anything may ask."""
+
+    medication_id: str
+    scheduled_for: datetime
+
+
 class ContactPreferences(StateModel):
     """How and when to reach the patient (kept for the notifier)."""
 
@@ -167,6 +182,8 @@ class PatientState(StateModel):
     medications: dict[str, MedicationRecord] = {}
     schedules: dict[str, ScheduleRecord] = {}
     open_slots: dict[str, OpenSlot] = {}
+    # Slots answered recently, by reminder_id (pruned: see PatientRules.answered_kept).
+    answered_slots: dict[str, AnsweredSlot] = {}
     # Interaction pairs already warned about: pair key -> the medication ids involved.
     warned_pairs: dict[str, tuple[str, ...]] = {}
     contact: ContactPreferences | None = None
@@ -175,9 +192,16 @@ class PatientState(StateModel):
         record = self.medications.get(medication_id)
         return record if record is not None and record.active else None
 
-    def doses_per_day(self, medication_id: str) -> float | None:
-        schedule = self.schedules.get(medication_id)
-        return None if schedule is None else schedule.schedule.doses_per_day
+    def doses_per_day(self, medication_id: str, at: datetime | None = None) -> float | None:
+        """The schedule's doses per day; None without one, or (given ``at``) when it has no
+        slot left after ``at``: a finished course uses no supply, so it is never low."""
+        record = self.schedules.get(medication_id)
+        if record is None:
+            return None
+        schedule = record.schedule
+        if at is not None and next_slot_after(schedule, at) is None:
+            return None
+        return schedule.doses_per_day
 
 
 @dataclass(frozen=True)
@@ -189,6 +213,8 @@ class Effects:
     interaction_warnings: list[InteractionWarning] = field(default_factory=list)
     # Medications whose reminder timing may have changed (the timer re-plans them).
     replan: set[str] = field(default_factory=set)
+    # What a DoseTaken or DoseSkipped answered (None for other events), for the metrics.
+    dose_answer: AnswerResult | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +222,23 @@ class PatientRules:
     """The knobs and knowledge the pure functions need."""
 
     knowledge_base: InteractionKnowledgeBase
+    # How long after its slot an answer still counts (and the DoseMissed waits).
     grace: timedelta
+    # How long before its slot an answer already counts.
+    early: timedelta = timedelta(minutes=60)
+    # How far back a restarted worker still reminds slots it missed.
+    catch_up: timedelta = timedelta(minutes=60)
+
+    @property
+    def answer_window(self) -> AnswerWindow:
+        return AnswerWindow(early=self.early, grace=self.grace)
+
+    @property
+    def answered_kept(self) -> timedelta:
+        """How long after its slot an answered slot is remembered: past the grace window no
+        DoseMissed is checked and no answer counts for it, past the catch-up window no
+        reminder is sent for it."""
+        return self.grace + self.catch_up
 
 
 def _supply_alerts(
@@ -205,7 +247,9 @@ def _supply_alerts(
     record = state.active_medication(medication_id)
     if record is None:
         return state, []
-    assessment = refill.assess(record.supply, state.doses_per_day(medication_id))
+    assessment = refill.assess(
+        record.supply, state.doses_per_day(medication_id, at=trigger.occurred_at)
+    )
     updated = record.with_supply(assessment.supply)
     alerts = [
         RefillAlert(
@@ -288,30 +332,57 @@ def _forget_pairs_of(state: PatientState, medication_id: str) -> PatientState:
     return state.model_copy(update={"warned_pairs": warned})
 
 
-def _close_slot(
+def _answer_slot(
     state: PatientState,
-    medication_id: str,
-    scheduled_for: datetime | None,
+    answer: DoseTaken | DoseSkipped,
     at: datetime,
     rules: PatientRules,
-) -> PatientState:
-    candidates = {
-        slot.reminder_id: slot.scheduled_for
-        for slot in state.open_slots.values()
+    now: datetime,
+) -> tuple[PatientState, AnswerResult]:
+    """The state after a DoseTaken or DoseSkipped answered a slot of its schedule (reminded
+    or not), and what it answered. Anything but a new answer changes nothing."""
+    medication_id = answer.medication_id
+    record = state.schedules.get(medication_id)
+    if record is None or state.active_medication(medication_id) is None:
+        return state, AnswerResult.NO_SLOT
+    answered_times = {
+        slot.scheduled_for
+        for slot in state.answered_slots.values()
         if slot.medication_id == medication_id
     }
-    matched = match_dose_to_slot(candidates, scheduled_for, at, rules.grace)
-    if matched is None:
-        return state
-    open_slots = {key: slot for key, slot in state.open_slots.items() if key != matched}
-    return state.model_copy(update={"open_slots": open_slots})
+    matched = answer_slot(
+        record.schedule, answered_times, answer.scheduled_for, at, rules.answer_window
+    )
+    if matched.result is not AnswerResult.ANSWERED or matched.slot is None:
+        return state, matched.result
+    key = reminder_id(answer.patient_id, medication_id, matched.slot)
+    # Pruned on every answer, so the record keeps only the answers of the last few hours.
+    horizon = now - rules.answered_kept
+    answered = {
+        rid: slot for rid, slot in state.answered_slots.items() if slot.scheduled_for >= horizon
+    }
+    if matched.slot >= horizon:
+        answered[key] = AnsweredSlot(medication_id=medication_id, scheduled_for=matched.slot)
+    open_slots = {rid: slot for rid, slot in state.open_slots.items() if rid != key}
+    update = {"open_slots": open_slots, "answered_slots": answered}
+    return state.model_copy(update=update), AnswerResult.ANSWERED
+
+
+def is_answered(state: PatientState, reminder_id: str) -> bool:
+    """Whether a DoseTaken or DoseSkipped answered the slot (reminded or not)."""
+    return reminder_id in state.answered_slots
 
 
 def _drop_slots_of(state: PatientState, medication_id: str) -> PatientState:
     open_slots = {
         key: slot for key, slot in state.open_slots.items() if slot.medication_id != medication_id
     }
-    return state.model_copy(update={"open_slots": open_slots})
+    answered = {
+        key: slot
+        for key, slot in state.answered_slots.items()
+        if slot.medication_id != medication_id
+    }
+    return state.model_copy(update={"open_slots": open_slots, "answered_slots": answered})
 
 
 def apply_input(state: PatientState, event: Event, rules: PatientRules, now: datetime) -> Effects:
@@ -361,9 +432,9 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
     if isinstance(event, DoseTaken):
         taking = state.active_medication(event.medication_id)
         taken_at = event.taken_at or event.occurred_at
-        state = _close_slot(state, event.medication_id, event.scheduled_for, taken_at, rules)
+        state, result = _answer_slot(state, event, taken_at, rules, now)
         if taking is None:
-            return Effects(state)
+            return Effects(state, dose_answer=result)
         medications = {
             **state.medications,
             event.medication_id: taking.with_supply(
@@ -372,12 +443,11 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
         }
         state = state.model_copy(update={"medications": medications})
         state, alerts = _supply_alerts(state, event.medication_id, event)
-        return Effects(state, alerts)
+        return Effects(state, alerts, dose_answer=result)
 
     if isinstance(event, DoseSkipped):
-        at = event.occurred_at
-        state = _close_slot(state, event.medication_id, event.scheduled_for, at, rules)
-        return Effects(state)
+        state, result = _answer_slot(state, event, event.occurred_at, rules, now)
+        return Effects(state, dose_answer=result)
 
     if isinstance(event, RefillDispensed):
         refilled = state.active_medication(event.medication_id)
@@ -441,6 +511,9 @@ def reminder_for(
         return None
     if slot < schedule.active_from:
         return None
+    if is_answered(state, reminder_id):
+        # Taken (or skipped) ahead of its reminder: a reminder now would invite a second dose.
+        return None
     return ReminderDue(
         event_id=reminder_id,
         patient_id=patient_id,
@@ -467,9 +540,12 @@ def record_reminder(state: PatientState, reminder: ReminderDue) -> PatientState:
             update={"last_emitted": reminder.scheduled_for}
         ),
     }
-    if state.active_medication(reminder.medication_id) is None:
+    if state.active_medication(reminder.medication_id) is None or is_answered(
+        state, reminder.reminder_id
+    ):
         # Discontinued between the timer's send and this record: no slot of a stopped drug may
-        # stay open, or a later re-prescription would turn it into a DoseMissed.
+        # stay open, or a later re-prescription would turn it into a DoseMissed. Answered
+        # meanwhile: nothing is left to wait for.
         return state.model_copy(update={"schedules": schedules})
     slot = OpenSlot(
         reminder_id=reminder.reminder_id,
@@ -486,7 +562,11 @@ def missed_dose_for(
 ) -> DoseMissed | None:
     """The DoseMissed for a slot whose grace window passed, or None when it was answered."""
     slot = state.open_slots.get(reminder_id)
-    if slot is None or state.active_medication(slot.medication_id) is None:
+    if (
+        slot is None
+        or is_answered(state, reminder_id)
+        or state.active_medication(slot.medication_id) is None
+    ):
         return None
     record = state.medications[slot.medication_id]
     missed_id = stable_id("missed", reminder_id)

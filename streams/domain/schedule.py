@@ -1,13 +1,14 @@
-"""Dose schedules: local wall-clock times expanded to UTC instants, DST-correct, plus slot ids."""
+"""Dose schedules: local times as UTC instants (DST-correct), slot ids, and dose answers."""
 
 from __future__ import annotations
 
 import hashlib
 import heapq
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.contracts.models import ScheduleSet, parse_time_of_day
@@ -126,34 +127,82 @@ def reminder_id(patient_id: str, medication_id: str, scheduled_for: datetime) ->
     return "rem-" + hashlib.sha256(material.encode("ascii")).hexdigest()[:24]
 
 
-def match_dose_to_slot(
-    open_slots: Mapping[str, datetime],
-    scheduled_for: datetime | None,
-    taken_at: datetime,
-    window: timedelta,
-) -> str | None:
-    """Which open slot (reminder_id → scheduled instant) a DoseTaken/DoseSkipped answers.
+class AnswerResult(StrEnum):
+    """What a DoseTaken or DoseSkipped answered (a metric label: never patient data)."""
 
-    The slot at exactly `scheduled_for` (as an instant) when one is open; otherwise the open
-    slot nearest to `taken_at` within `window` either side, the earlier slot on a tie. None
-    when no slot qualifies.
+    ANSWERED = "answered"
+    ALREADY_ANSWERED = "already_answered"
+    NO_SLOT = "no_slot"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerWindow:
+    """Where an answer counts for a slot: from ``early`` before it to ``grace`` after it."""
+
+    early: timedelta
+    grace: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAnswer:
+    """The outcome of matching one answer against a schedule."""
+
+    result: AnswerResult
+    # The slot answered, or the one that was already answered; None when no slot qualifies.
+    slot: datetime | None = None
+
+
+def answer_slot(
+    schedule: Schedule,
+    answered: Collection[datetime],
+    scheduled_for: datetime | None,
+    at: datetime,
+    window: AnswerWindow,
+) -> SlotAnswer:
+    """Which slot of ``schedule`` a DoseTaken or DoseSkipped at ``at`` answers.
+
+    Slots come from the schedule itself, so a slot can be answered before its reminder.
+    - ``scheduled_for`` naming a slot of the schedule: that slot, ALREADY_ANSWERED when it is
+      in ``answered``, NO_SLOT when ``at`` is outside its window. Never another slot: a stale
+      answer (the 08:00 dose reported again at 20:05) must not close the 20:00 slot.
+    - otherwise (absent, or naming no slot): the nearest unanswered slot whose window holds
+      ``at`` (the earlier on a tie); ALREADY_ANSWERED when every such slot is answered,
+      NO_SLOT when there is none.
     """
-    _utc(taken_at, "taken_at")
+    at = _utc(at, "taken_at")
     if scheduled_for is not None:
-        _utc(scheduled_for, "scheduled_for")
-        exact = sorted(key for key, slot in open_slots.items() if slot == scheduled_for)
-        if exact:
-            return exact[0]
-        # A stale or mistyped scheduled_for should not leave the dose unaccounted for: the
-        # patient still took something around taken_at.
-    nearby = [
-        (abs(taken_at - slot), slot, key)
-        for key, slot in open_slots.items()
-        if abs(taken_at - slot) <= window
-    ]
-    # Ties on distance go to the earlier slot, then to the smaller id so the answer never
-    # depends on the mapping's order.
-    return min(nearby)[2] if nearby else None
+        named = _utc(scheduled_for, "scheduled_for")
+        if _is_slot(schedule, named):
+            if named in answered:
+                return SlotAnswer(AnswerResult.ALREADY_ANSWERED, named)
+            if named - window.early <= at <= named + window.grace:
+                return SlotAnswer(AnswerResult.ANSWERED, named)
+            return SlotAnswer(AnswerResult.NO_SLOT)
+        # A mistyped scheduled_for names no slot: the dose is still matched by its time.
+    try:
+        # slots_between excludes its lower bound; the window's edge still counts.
+        near = list(
+            slots_between(
+                schedule, at - window.grace - timedelta(microseconds=1), at + window.early
+            )
+        )
+    except OverflowError:  # at the very edge of the calendar no prescription lives
+        return SlotAnswer(AnswerResult.NO_SLOT)
+    if not near:
+        return SlotAnswer(AnswerResult.NO_SLOT)
+    open_near = [slot for slot in near if slot not in answered]
+    if not open_near:
+        return SlotAnswer(AnswerResult.ALREADY_ANSWERED, min(near, key=lambda s: abs(at - s)))
+    # min() keeps the first of equals, and the slots are ascending: ties go to the earlier one.
+    return SlotAnswer(AnswerResult.ANSWERED, min(open_near, key=lambda s: abs(at - s)))
+
+
+def _is_slot(schedule: Schedule, instant: datetime) -> bool:
+    try:
+        after = instant - timedelta(microseconds=1)
+    except OverflowError:
+        return False
+    return next(slots_between(schedule, after, instant), None) == instant
 
 
 def _expand(schedule: Schedule, first: date, last: date) -> Iterator[datetime]:

@@ -69,6 +69,13 @@ class Metrics:
             ["channel_kind", "status"],
             registry=self.registry,
         )
+        self._dose_answers = Counter(
+            "medstream_dose_answers",
+            "DoseTaken and DoseSkipped events, by what they answered: a slot (answered), a slot "
+            "answered before (already_answered), or none in its window (no_slot).",
+            ["result"],
+            registry=self.registry,
+        )
         self._lag = Gauge(
             "medstream_consumer_lag",
             "Records not yet committed by this worker: high watermark minus committed offset.",
@@ -118,6 +125,11 @@ class Metrics:
     def delivery(self, channel_kind: str, status: str) -> None:
         """One notification outcome (delivered, failed, suppressed...) on a kind of channel."""
         self._deliveries.labels(channel_kind=channel_kind, status=status).inc()
+
+    def dose_answer(self, result: str) -> None:
+        """One DoseTaken or DoseSkipped and what it answered (answered, already_answered,
+        no_slot)."""
+        self._dose_answers.labels(result=result).inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """The lag of one partition."""

@@ -406,3 +406,118 @@ async def test_a_reminder_decided_ahead_is_decided_again_when_the_record_changes
 
     assert of_type(emitted, ReminderDue) == []
     assert timer.queue.next_due() is None
+
+
+# --- dose answers -------------------------------------------------------------------------------
+
+
+def dose_taken(event_id: str, at: datetime, **fields: object) -> bytes:
+    return encoded(
+        event("DoseTaken", event_id, occurred_at=at.isoformat(), medication_id="m1", **fields)
+    )
+
+
+def answers_counted(medstream: Medstream) -> dict[str, float]:
+    counted = {}
+    for family in medstream.metrics.registry.collect():
+        if family.name == "medstream_dose_answers":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counted[sample.labels["result"]] = sample.value
+    return counted
+
+
+async def test_an_answer_after_the_reminder_was_decided_stops_it(
+    medstream: Medstream,
+    emitted: Emitted,
+    timer_at: list[datetime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(medstream.patients.processor, "clock", lambda: timer_at[0])
+    timer = await decided_a_minute_ahead(medstream, timer_at)
+    # Taken at 07:59, named for 08:00, after the reminder was decided from the older record.
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(
+            "medication-events",
+            dose_taken("e-dose", timer_at[0], scheduled_for=SLOT.isoformat()),
+            partition=2,
+        )
+    timer_at[0] = SLOT
+    await timer.tick()
+
+    assert of_type(emitted, ReminderDue) == []
+    # The schedule goes on: the 20:00 slot is planned.
+    assert timer.queue.next_due() == SLOT.replace(hour=20)
+    assert answers_counted(medstream) == {"answered": 1.0}
+
+
+async def test_a_reminder_sent_before_the_answer_is_suppressed_by_the_notifier(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    early = SLOT - timedelta(minutes=10)
+    monkeypatch.setattr(medstream.patients.processor, "clock", lambda: early)
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+    rid = reminder_id("p1", "m1", SLOT)
+    due = reminder_for(state(medstream), "p1", "m1", SLOT, rid)
+    assert due is not None
+    # The timer sent it; the dose, ten minutes early and without scheduled_for, is applied
+    # before the reminder is recorded and reaches the notifier.
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put("medication-events", dose_taken("e-dose", early), partition=2)
+    encode = medstream.patients.store.emitter.encoder.encode
+    async with feeding(medstream, "record-reminders") as feed:
+        await feed.put("medication-reminders", encode(due), partition=2)
+
+    recorded = state(medstream)
+    assert recorded.open_slots == {}
+    assert recorded.schedules["m1"].last_emitted == SLOT
+    assert missed_dose_for(recorded, "p1", rid, medstream.patients.recorder.grace) is None
+    assert [(event.status, event.error) for _topic, event in emitted] == [
+        ("suppressed", "the dose was already answered")
+    ]
+
+
+async def test_a_repeated_or_stray_answer_is_counted_and_changes_no_slot(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(medstream.patients.processor, "clock", lambda: SLOT)
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await set_up_metformin(feed)
+        await feed.put("medication-events", dose_taken("e-1", SLOT), partition=2)
+        answered = state(medstream).answered_slots
+        await feed.put(
+            "medication-events",
+            dose_taken("e-2", SLOT, scheduled_for=SLOT.isoformat()),
+            partition=2,
+        )
+        # Hours from any slot.
+        stray = SLOT - timedelta(hours=4)
+        await feed.put("medication-events", dose_taken("e-3", stray), partition=2)
+
+    assert state(medstream).answered_slots == answered
+    assert answers_counted(medstream) == {"answered": 1.0, "already_answered": 1.0, "no_slot": 1.0}
+    rendered = medstream.metrics.render().decode()
+    assert 'medstream_dose_answers_total{result="already_answered"} 1.0' in rendered
+
+
+async def test_a_finished_course_gets_no_low_supply_alert(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, "apply-patient-events") as feed:
+        rx = prescribed("e-1", "m1", "Amoxicillin", supply_quantity=3, refills_remaining=0)
+        await feed.put("medication-events", encoded(rx))
+        # A course that ended yesterday: three tablets left use nothing up.
+        schedule = event(
+            "ScheduleSet",
+            "e-2",
+            medication_id="m1",
+            timezone="UTC",
+            times_of_day=["08:00", "20:00"],
+            end_date=(NOW - timedelta(days=1)).date().isoformat(),
+        )
+        await feed.put("schedule-events", encoded(schedule))
+        await feed.put("medication-events", dose_taken("e-3", NOW))
+
+    assert of_type(emitted, RefillAlert) == []
+    assert state(medstream).medications["m1"].supply_quantity == 2.0

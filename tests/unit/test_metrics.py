@@ -15,6 +15,7 @@ FAMILIES = {
     "medstream_duplicates": "counter",
     "medstream_processing_seconds": "histogram",
     "medstream_deliveries": "counter",
+    "medstream_dose_answers": "counter",
     "medstream_consumer_lag": "gauge",
     "medstream_table_entries": "gauge",
     "medstream_agent_up": "gauge",

@@ -31,6 +31,7 @@ from streams.contracts.vocabulary import ChannelKind, RefillReason, Severity, We
 from streams.domain import interactions
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import (
+    AnsweredSlot,
     ContactPreferences,
     Effects,
     MedicationRecord,
@@ -39,6 +40,7 @@ from streams.domain.patient import (
     PatientState,
     ScheduleRecord,
     apply_input,
+    is_answered,
     missed_dose_for,
     record_missed,
     record_reminder,
@@ -47,7 +49,7 @@ from streams.domain.patient import (
 )
 from streams.domain.refill import Supply
 from streams.domain.reminder_queue import DueKind, ReminderQueue, first_slot_to_remind
-from streams.domain.schedule import reminder_id
+from streams.domain.schedule import AnswerResult, reminder_id
 
 GRACE = timedelta(minutes=30)
 RULES = PatientRules(knowledge_base=InteractionKnowledgeBase.load_default(), grace=GRACE)
@@ -626,8 +628,10 @@ def test_a_dose_of_an_unknown_or_discontinued_medication_changes_nothing(
     patient.discontinue("m1")
     before = patient.state
     effects = patient.take(medication_id, at=SLOT_1, scheduled_for=SLOT_1, quantity=2.0)
-    assert effects == Effects(before)
-    assert patient.skip(medication_id, at=SLOT_1) == Effects(before)
+    assert effects == Effects(before, dose_answer=AnswerResult.NO_SLOT)
+    assert patient.skip(medication_id, at=SLOT_1) == Effects(
+        before, dose_answer=AnswerResult.NO_SLOT
+    )
 
 
 # --- reminders ----------------------------------------------------------------------------------
@@ -706,8 +710,14 @@ def test_recording_a_reminder_without_a_schedule_changes_nothing() -> None:
 
 def test_a_dose_for_a_named_slot_closes_exactly_that_slot() -> None:
     patient = reminded("m1", SLOT_1, SLOT_2)
-    # Taken late for the morning dose, nearer to the evening slot: the named slot wins.
-    effects = patient.take("m1", at=SLOT_2 - timedelta(minutes=1), scheduled_for=SLOT_1)
+    # Reported at 20:05 for the morning dose, taken within its grace window: the named slot.
+    effects = patient.take(
+        "m1",
+        at=SLOT_2 + timedelta(minutes=5),
+        taken_at=SLOT_1 + timedelta(minutes=20),
+        scheduled_for=SLOT_1,
+    )
+    assert effects.dose_answer is AnswerResult.ANSWERED
     assert open_slot_times(effects.state) == [SLOT_2]
     assert effects.state.medications["m1"].supply_quantity == 99.0
 
@@ -733,7 +743,7 @@ def test_a_taken_at_time_decides_over_the_event_time() -> None:
 
 def test_a_skipped_dose_closes_its_slot_and_keeps_the_supply() -> None:
     patient = reminded("m1", SLOT_1, SLOT_2)
-    patient.skip("m1", at=SLOT_2, scheduled_for=SLOT_1, reason="nausea")
+    patient.skip("m1", at=SLOT_1 + timedelta(minutes=10), scheduled_for=SLOT_1, reason="nausea")
     assert open_slot_times(patient.state) == [SLOT_2]
     patient.skip("m1", at=SLOT_2 + timedelta(minutes=10))
     assert patient.state.open_slots == {}
@@ -768,7 +778,7 @@ def test_a_missed_dose_for_an_open_slot() -> None:
     "answer",
     [
         lambda p: p.take("m1", at=SLOT_1 + timedelta(minutes=10)),
-        lambda p: p.take("m1", at=SLOT_1 + timedelta(hours=5), scheduled_for=SLOT_1),
+        lambda p: p.take("m1", at=SLOT_1 + GRACE, scheduled_for=SLOT_1),
         lambda p: p.skip("m1", at=SLOT_1 - timedelta(minutes=10)),
     ],
     ids=["taken", "taken-late-for-the-slot", "skipped"],
@@ -777,6 +787,139 @@ def test_no_missed_dose_once_the_slot_was_answered(answer: Any) -> None:
     patient = reminded("m1", SLOT_1)
     answer(patient)
     assert missed_dose_for(patient.state, "p1", reminder_id("p1", "m1", SLOT_1), GRACE) is None
+
+
+# --- dose answers before, long after and again ------------------------------------------------
+
+ANSWERED, ALREADY, NO_SLOT = (
+    AnswerResult.ANSWERED,
+    AnswerResult.ALREADY_ANSWERED,
+    AnswerResult.NO_SLOT,
+)
+
+
+def slot_id(slot: datetime) -> str:
+    return reminder_id("p1", "m1", slot)
+
+
+@pytest.mark.parametrize(
+    "early",
+    [
+        lambda p: p.take("m1", at=SLOT_1 - timedelta(minutes=40), scheduled_for=SLOT_1),
+        lambda p: p.take("m1", at=SLOT_1 - timedelta(minutes=10)),
+        lambda p: p.skip("m1", at=SLOT_1 - timedelta(minutes=15), scheduled_for=SLOT_1),
+    ],
+    ids=["taken-naming-the-slot", "taken-ten-minutes-early", "skipped-ahead"],
+)
+def test_an_answer_before_the_reminder_answers_the_coming_slot(early: Any) -> None:
+    patient = reminded()  # nothing reminded yet
+    effects = early(patient)
+    assert effects.dose_answer is ANSWERED
+    assert is_answered(patient.state, slot_id(SLOT_1))
+    # No "time for your metformin" inviting a second dose, and no false DoseMissed.
+    assert patient.reminder("m1", SLOT_1) is None
+    assert missed_dose_for(patient.state, "p1", slot_id(SLOT_1), GRACE) is None
+    # The next slot is untouched.
+    assert patient.reminder("m1", SLOT_2) is not None
+
+
+def test_a_reminder_recorded_after_an_early_answer_opens_no_slot() -> None:
+    # The timer sent the reminder from a record written before the answer.
+    patient = reminded()
+    due = patient.reminder("m1", SLOT_1)
+    assert due is not None
+    patient.take("m1", at=SLOT_1 - timedelta(minutes=5))
+    recorded = record_reminder(patient.state, due)
+    assert recorded.open_slots == {}
+    assert recorded.schedules["m1"].last_emitted == SLOT_1
+    assert missed_dose_for(recorded, "p1", due.reminder_id, GRACE) is None
+
+
+def test_a_stale_answer_does_not_close_the_next_slot() -> None:
+    patient = reminded("m1", SLOT_1)
+    patient.take("m1", at=SLOT_1 + timedelta(minutes=5), scheduled_for=SLOT_1)
+    patient.remind("m1", SLOT_2)
+    # The 08:00 dose again, at 20:05: it must not pass for the 20:00 dose.
+    effects = patient.take("m1", at=SLOT_2 + timedelta(minutes=5), scheduled_for=SLOT_1)
+    assert effects.dose_answer is ALREADY
+    assert open_slot_times(patient.state) == [SLOT_2]
+    missed = missed_dose_for(patient.state, "p1", slot_id(SLOT_2), GRACE)
+    assert missed is not None
+    assert missed.scheduled_for == SLOT_2
+    # The dose was taken all the same: the supply counts it.
+    assert patient.state.medications["m1"].supply_quantity == 98.0
+
+
+def test_a_late_answer_counts_within_the_grace_window_only() -> None:
+    patient = reminded("m1", SLOT_1, SLOT_2)
+    late = patient.take("m1", at=SLOT_1 + timedelta(minutes=45), scheduled_for=SLOT_1)
+    # Past the grace window: the DoseMissed stands, and no other slot is answered.
+    assert late.dose_answer is NO_SLOT
+    assert open_slot_times(patient.state) == [SLOT_1, SLOT_2]
+    assert missed_dose_for(patient.state, "p1", slot_id(SLOT_1), GRACE) is not None
+    assert patient.state.medications["m1"].supply_quantity == 99.0
+
+    in_time = patient.take("m1", at=SLOT_2 + timedelta(minutes=25))
+    assert in_time.dose_answer is ANSWERED
+    assert open_slot_times(patient.state) == [SLOT_1]
+    assert missed_dose_for(patient.state, "p1", slot_id(SLOT_2), GRACE) is None
+
+
+def test_a_second_answer_for_a_slot_changes_nothing_else() -> None:
+    patient = reminded("m1", SLOT_1)
+    patient.skip("m1", at=SLOT_1 - timedelta(minutes=30))
+    before = patient.state
+    for again in (
+        patient.skip("m1", at=SLOT_1 + timedelta(minutes=1), scheduled_for=SLOT_1),
+        patient.skip("m1", at=SLOT_1 + timedelta(minutes=2)),
+    ):
+        assert again == Effects(before, dose_answer=ALREADY)
+
+
+def test_answered_slots_are_forgotten_once_nothing_can_ask() -> None:
+    patient = reminded()
+    day = timedelta(days=1)
+    for n in range(60):
+        for slot in (SLOT_1 + n * day, SLOT_2 + n * day):
+            patient.take("m1", at=slot - timedelta(minutes=5))
+    # Only the answers of the last grace + catch-up window are kept: the record stays small.
+    last = SLOT_2 + 59 * day
+    assert list(patient.state.answered_slots) == [slot_id(last)]
+    assert patient.state.answered_slots[slot_id(last)] == AnsweredSlot(
+        medication_id="m1", scheduled_for=last
+    )
+
+
+def test_stopping_a_drug_or_clearing_its_schedule_forgets_its_answers() -> None:
+    for stop in ("discontinue", "clear"):
+        patient = reminded()
+        patient.take("m1", at=SLOT_1 - timedelta(minutes=5))
+        if stop == "discontinue":
+            patient.discontinue("m1")
+        else:
+            patient.apply(patient.event(ScheduleCleared, medication_id="m1"))
+        assert patient.state.answered_slots == {}
+
+
+def test_an_answer_without_a_schedule_answers_no_slot() -> None:
+    patient = Patient()
+    patient.prescribe("m1", "Metformin")
+    assert patient.take("m1", at=SLOT_1).dose_answer is NO_SLOT
+    assert patient.state.answered_slots == {}
+    assert patient.state.medications["m1"].supply_quantity == 99.0
+
+
+def test_a_finished_course_uses_no_supply() -> None:
+    patient = Patient()
+    patient.prescribe("m1", "Amoxicillin", supply_quantity=3.0, refills_remaining=0)
+    # Ended yesterday: three tablets left are not low, whatever the old daily use.
+    ended = patient.schedule("m1", end_date=(T0 - timedelta(days=1)).date())
+    assert ended.refill_alerts == []
+    assert patient.state.doses_per_day("m1", at=T0) is None
+    assert patient.state.doses_per_day("m1") == 2.0
+    # Running to tomorrow, it is.
+    running = patient.schedule("m1", end_date=(T0 + timedelta(days=1)).date())
+    assert [alert.reason for alert in running.refill_alerts] == [LOW, NO_REFILLS]
 
 
 def test_no_missed_dose_for_an_unknown_reminder() -> None:

@@ -1,4 +1,4 @@
-"""Unit and property tests of schedule expansion, reminder ids and dose-to-slot matching."""
+"""Unit and property tests of schedule expansion, reminder ids and dose answers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from streams.contracts.models import ScheduleSet
 from streams.domain.schedule import (
+    AnswerResult,
+    AnswerWindow,
     Schedule,
-    match_dose_to_slot,
+    SlotAnswer,
+    answer_slot,
     next_slot_after,
     reminder_id,
     slots_between,
@@ -344,35 +347,103 @@ def test_reminder_id_depends_on_the_instant_not_its_offset() -> None:
     assert len(ids) == 1
 
 
-# --- matching doses to slots --------------------------------------------------------------------
+# --- answering slots ----------------------------------------------------------------------------
 
-SLOTS = {"morning": utc(2026, 1, 1, 8), "noon": utc(2026, 1, 1, 12), "evening": utc(2026, 1, 1, 16)}
-WINDOW = timedelta(hours=1)
-
-
-def test_match_by_scheduled_for_in_any_offset_wins_over_distance() -> None:
-    scheduled = SLOTS["morning"].astimezone(ZoneInfo(NY))
-    assert match_dose_to_slot(SLOTS, scheduled, utc(2026, 1, 1, 16), WINDOW) == "morning"
-
-
-def test_unknown_scheduled_for_falls_back_to_nearest() -> None:
-    assert match_dose_to_slot(SLOTS, utc(2025, 1, 1), utc(2026, 1, 1, 12, 20), WINDOW) == "noon"
-    assert match_dose_to_slot(SLOTS, utc(2025, 1, 1), utc(2026, 1, 1, 10), WINDOW) is None
+# 08:00, 12:00 and 16:00 UTC every day; an answer counts from an hour before to 30 min after.
+THRICE = sched("UTC", "08:00", "12:00", "16:00")
+WINDOW = AnswerWindow(early=timedelta(hours=1), grace=timedelta(minutes=30))
+MORNING, NOON = utc(2026, 1, 1, 8), utc(2026, 1, 1, 12)
+ANSWERED, ALREADY, NO_SLOT = (
+    AnswerResult.ANSWERED,
+    AnswerResult.ALREADY_ANSWERED,
+    AnswerResult.NO_SLOT,
+)
 
 
-def test_nearest_within_window_inclusive() -> None:
-    assert match_dose_to_slot(SLOTS, None, utc(2026, 1, 1, 11, 50), WINDOW) == "noon"
-    assert match_dose_to_slot(SLOTS, None, utc(2026, 1, 1, 9), WINDOW) == "morning"
-    assert match_dose_to_slot(SLOTS, None, utc(2026, 1, 1, 9, 0, 1), WINDOW) is None
-    assert match_dose_to_slot({}, None, utc(2026, 1, 1, 8), WINDOW) is None
+def answer(
+    at: datetime,
+    scheduled_for: datetime | None = None,
+    answered: tuple[datetime, ...] = (),
+    schedule: Schedule = THRICE,
+) -> SlotAnswer:
+    return answer_slot(schedule, set(answered), scheduled_for, at, WINDOW)
 
 
-def test_tie_goes_to_the_earlier_slot() -> None:
-    assert match_dose_to_slot(SLOTS, None, utc(2026, 1, 1, 14), timedelta(hours=2)) == "noon"
-    reversed_slots = dict(reversed(SLOTS.items()))
-    assert match_dose_to_slot(reversed_slots, None, utc(2026, 1, 1, 10), timedelta(hours=2)) == (
-        "morning"
-    )
+def test_a_named_slot_in_any_offset_is_answered_before_its_time() -> None:
+    named = NOON.astimezone(ZoneInfo(NY))
+    # 55 minutes early, and no reminder needed: the slot comes from the schedule.
+    assert answer(utc(2026, 1, 1, 11, 5), named) == SlotAnswer(ANSWERED, NOON)
+
+
+def test_an_early_answer_without_scheduled_for_answers_the_coming_slot() -> None:
+    assert answer(utc(2026, 1, 1, 7, 50)) == SlotAnswer(ANSWERED, MORNING)
+    assert answer(utc(2026, 1, 1, 7)) == SlotAnswer(ANSWERED, MORNING)  # the edge counts
+    assert answer(utc(2026, 1, 1, 6, 59, 59)) == SlotAnswer(NO_SLOT)
+
+
+def test_a_late_answer_counts_until_the_grace_window_ends() -> None:
+    assert answer(utc(2026, 1, 1, 8, 30)) == SlotAnswer(ANSWERED, MORNING)
+    assert answer(utc(2026, 1, 1, 8, 30), MORNING) == SlotAnswer(ANSWERED, MORNING)
+    assert answer(utc(2026, 1, 1, 8, 30, 1)) == SlotAnswer(NO_SLOT)
+    # Past its window a named slot is not answered, and no other slot is either.
+    assert answer(utc(2026, 1, 1, 11, 5), MORNING) == SlotAnswer(NO_SLOT)
+
+
+def test_a_stale_answer_for_an_answered_slot_answers_nothing_else() -> None:
+    twice = sched("UTC", "08:00", "20:00")
+    evening = utc(2026, 1, 1, 20, 5)
+    # The 08:00 dose reported again at 20:05 must not close the 20:00 slot.
+    stale = answer(evening, MORNING, answered=(MORNING,), schedule=twice)
+    assert stale == SlotAnswer(ALREADY, MORNING)
+    # Not answered before, but long past its window: still not the 20:00 slot.
+    assert answer(evening, MORNING, schedule=twice) == SlotAnswer(NO_SLOT)
+    # The same time without scheduled_for is the 20:00 dose.
+    assert answer(evening, schedule=twice) == SlotAnswer(ANSWERED, utc(2026, 1, 1, 20))
+
+
+def test_an_answered_slot_named_again_is_already_answered_even_in_another_window() -> None:
+    hourly = sched("UTC", "08:00", "09:00")
+    at = utc(2026, 1, 1, 8, 10)  # in the 09:00 window too
+    assert answer(at, MORNING, answered=(MORNING,), schedule=hourly) == SlotAnswer(ALREADY, MORNING)
+
+
+def test_without_scheduled_for_the_nearest_unanswered_slot_is_answered() -> None:
+    hourly = sched("UTC", "08:00", "09:00")
+    at = utc(2026, 1, 1, 8, 10)
+    assert answer(at, schedule=hourly) == SlotAnswer(ANSWERED, MORNING)
+    nine = utc(2026, 1, 1, 9)
+    assert answer(at, answered=(MORNING,), schedule=hourly) == SlotAnswer(ANSWERED, nine)
+    assert answer(at, answered=(MORNING, nine), schedule=hourly) == SlotAnswer(ALREADY, MORNING)
+
+
+def test_a_scheduled_for_that_names_no_slot_falls_back_to_the_time() -> None:
+    assert answer(utc(2026, 1, 1, 12, 20), utc(2026, 1, 1, 12, 1)) == SlotAnswer(ANSWERED, NOON)
+    assert answer(utc(2026, 1, 1, 10), utc(2025, 1, 1)) == SlotAnswer(NO_SLOT)
+
+
+def test_a_tie_goes_to_the_earlier_slot() -> None:
+    hourly = sched("UTC", "08:00", "09:00")
+    even = AnswerWindow(early=timedelta(minutes=30), grace=timedelta(minutes=30))
+    at = utc(2026, 1, 1, 8, 30)
+    assert answer_slot(hourly, set(), None, at, even) == SlotAnswer(ANSWERED, MORNING)
+
+
+def test_answers_follow_the_schedule_dates_and_dst() -> None:
+    ended = sched("UTC", "08:00", end=date(2025, 12, 31))
+    assert answer(MORNING, MORNING, schedule=ended) == SlotAnswer(NO_SLOT)
+    assert answer(MORNING, schedule=ended) == SlotAnswer(NO_SLOT)
+    # 02:30 does not exist in New York on 2025-03-09: the slot is 03:30 EDT (07:30 UTC).
+    gap = sched(NY, "02:30")
+    shifted = utc(2025, 3, 9, 7, 30)
+    assert answer(shifted - timedelta(minutes=5), schedule=gap) == SlotAnswer(ANSWERED, shifted)
+    assert answer(shifted, shifted, schedule=gap) == SlotAnswer(ANSWERED, shifted)
+
+
+def test_naive_answer_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        answer(datetime(2026, 1, 1, 8))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        answer(MORNING, datetime(2026, 1, 1, 8))
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -560,3 +631,32 @@ def test_the_offset_of_the_bounds_does_not_matter(
     assert list(slots_between(schedule, after.astimezone(shifted), until.astimezone(shifted))) == (
         list(slots_between(schedule, after, until))
     )
+
+
+@PROPERTY
+@given(
+    schedules(),
+    instants,
+    st.integers(0, 180),
+    st.integers(1, 180),
+    st.frozensets(st.integers(0, 3), max_size=4),
+)
+def test_an_answer_is_the_nearest_unanswered_slot_of_its_window(
+    schedule: Schedule, at: datetime, early: int, grace: int, answered_picks: frozenset[int]
+) -> None:
+    window = AnswerWindow(early=timedelta(minutes=early), grace=timedelta(minutes=grace))
+    lower, upper = at - window.grace, at + window.early
+    near = list(slots_between(schedule, lower - timedelta(microseconds=1), upper))
+    answered = {near[i] for i in answered_picks if i < len(near)}
+    result = answer_slot(schedule, answered, None, at, window)
+    open_near = [slot for slot in near if slot not in answered]
+    if not near:
+        assert result == SlotAnswer(NO_SLOT)
+    elif not open_near:
+        assert result.result is ALREADY
+    else:
+        assert result.result is ANSWERED
+        assert result.slot in open_near
+        assert all(abs(at - result.slot) <= abs(at - slot) for slot in open_near)
+        # Named, the answered slot is answered again the same way.
+        assert answer_slot(schedule, answered, result.slot, at, window) == result
