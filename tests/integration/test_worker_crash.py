@@ -14,8 +14,8 @@ import pytest
 from streams.consumer_groups import wait_until_stable
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.test_patient_state import Events, publish, schedule_reminder, values
-from tests.kafka_helpers import consume
+from tests.integration.test_patient_state import Events, publish, values
+from tests.kafka_helpers import consume, wait_until_committed
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -29,6 +29,34 @@ def local(slot: datetime) -> str:
 
 async def read_all(settings: Settings, topic: str, at_least: int, timeout: float) -> list[Any]:
     return values(await consume(settings, settings.topic_name(topic), at_least, timeout))
+
+
+async def schedule_reminders(settings: Settings, patients: list[Events], slot: datetime) -> None:
+    """A prescription of m1 and a daily UTC schedule at ``slot`` for each patient, published
+    with one producer per topic: the slot is a few seconds ahead, and the setup must not eat
+    them (a producer per event took most of them on a loaded machine)."""
+    await publish(
+        settings,
+        "medication-events",
+        *(events.prescribed("m1", "Metformin") for events in patients),
+    )
+    await publish(
+        settings,
+        "schedule-events",
+        *(
+            events.make(
+                "ScheduleSet", medication_id="m1", timezone="UTC", times_of_day=[local(slot)]
+            )
+            for events in patients
+        ),
+    )
+
+
+async def processed(settings: Settings, *topics: str) -> None:
+    """Everything published to ``topics`` so far is handled, its table writes flushed to the
+    changelog and its offsets committed (Faust flushes the producer before committing)."""
+    names = [settings.topic_name(topic) for topic in topics]
+    await wait_until_committed(settings, settings.app_id, names, timeout=90)
 
 
 async def test_sigkill_then_replacement_recovers_state_without_duplicates(
@@ -53,24 +81,36 @@ async def test_sigkill_then_replacement_recovers_state_without_duplicates(
         slot_1 = start + timedelta(seconds=12)
         slot_2 = start + timedelta(seconds=75)
         builders = {patient: Events(patient) for patient in PATIENTS}
-        for events in builders.values():
-            await publish(
-                settings,
-                "schedule-events",
+        # One producer per topic: slot_1 is seconds ahead, and a schedule handled after it
+        # would not remind it (the schedule took effect later).
+        await publish(
+            settings,
+            "schedule-events",
+            *(
                 events.make(
                     "ScheduleSet",
                     medication_id="warfarin",
                     timezone="UTC",
                     times_of_day=[local(slot_1), local(slot_2)],
-                ),
-            )
-            await publish(
-                settings,
-                "medication-events",
-                # 10 tablets at two a day: 5 days, below the 7-day threshold at once.
-                events.prescribed("warfarin", "Coumadin", supply_quantity=10, refills_remaining=0),
-                events.prescribed("aspirin", "Aspirin 81 mg", rxnorm_code="1191"),
-            )
+                )
+                for events in builders.values()
+            ),
+        )
+        await publish(
+            settings,
+            "medication-events",
+            *(
+                prescription
+                for events in builders.values()
+                for prescription in (
+                    # 10 tablets at two a day: 5 days, below the 7-day threshold at once.
+                    events.prescribed(
+                        "warfarin", "Coumadin", supply_quantity=10, refills_remaining=0
+                    ),
+                    events.prescribed("aspirin", "Aspirin 81 mg", rxnorm_code="1191"),
+                )
+            ),
+        )
         alerts = await read_all(settings, "refill-alerts", 2 * len(PATIENTS), 60)
         warnings = await read_all(settings, "interaction-warnings", len(PATIENTS), 30)
         assert len(warnings) == len(PATIENTS), first.log_tail()
@@ -80,8 +120,8 @@ async def test_sigkill_then_replacement_recovers_state_without_duplicates(
         }
         reminders = await read_all(settings, "medication-reminders", len(PATIENTS), 40)
         assert len(reminders) == len(PATIENTS), first.log_tail()
-        # Past the commit interval: the recorded reminders are in the changelog.
-        await asyncio.sleep(4)
+        # The recorded reminders are in the changelog (a barrier, not a guess at the interval).
+        await processed(settings, "medication-events", "schedule-events", "medication-reminders")
 
         first.kill()
         second.start()
@@ -133,9 +173,9 @@ async def test_a_restarted_worker_reminds_the_slots_it_missed_while_down(
         worker.start()
         await wait_until_stable(settings, settings.app_id, timeout=90)
         slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
-        for events in patients:
-            await schedule_reminder(settings, events, slot)
-        await asyncio.sleep(5)  # processed, and past the commit interval
+        await schedule_reminders(settings, patients, slot)
+        await processed(settings, "medication-events", "schedule-events")
+        assert datetime.now(UTC) < slot - timedelta(seconds=1), "set up too slowly to test"
         assert await read_all(settings, "medication-reminders", 1, 1) == []
         worker.kill()  # down before the slot ...
         while datetime.now(UTC) < slot + timedelta(seconds=3):
@@ -169,8 +209,7 @@ async def test_two_workers_remind_every_patient_once_on_every_partition(
             worker.start()
         await wait_until_stable(settings, settings.app_id, timeout=120, members=2)
         slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
-        for events in patients:
-            await schedule_reminder(settings, events, slot)
+        await schedule_reminders(settings, patients, slot)
         records = await consume(
             settings, settings.topic_name("medication-reminders"), len(patients), 60
         )
