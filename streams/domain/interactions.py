@@ -9,7 +9,7 @@ import io
 import json
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +19,7 @@ from streams.contracts.vocabulary import Severity
 from streams.domain.drug_names import basic_normalise as _basic_normalise
 from streams.domain.drug_names import resolve_name, resolve_single
 from streams.domain.drug_names import strip_salts as _strip_salts
+from streams.domain.routes import SYSTEMIC_ROUTES, route_of
 
 __all__ = [
     "DrugRef",
@@ -78,10 +79,17 @@ class DrugRef:
     medication_id: str
     name: str
     rxnorm_code: str | None = None
+    # A route code or word as prescribed, or a vocabulary route; None: read from the name.
+    route: str | None = None
 
     @property
     def drug(self) -> DrugRef:
         return self
+
+    @property
+    def route_given(self) -> str:
+        """The vocabulary route this drug is given by (see ``streams.domain.routes``)."""
+        return route_of(self.route, self.name)
 
 
 class Medication(Protocol):
@@ -107,11 +115,21 @@ class KnownInteraction:
     source: str
     rxnorm_a: str | None = None
     rxnorm_b: str | None = None
+    # The routes both drugs must be given by for the interaction to apply.
+    routes: frozenset[str] = SYSTEMIC_ROUTES
+    # The class rule that produced it ("" for a listed pair) and how specific that rule is
+    # (0: two ingredients, 1: an ingredient and a class, 2: two classes).
+    rule: str = ""
+    specificity: int = 0
 
     @property
     def ingredients(self) -> frozenset[str]:
         """The unordered pair of ingredient keys."""
         return frozenset((self.ingredient_a, self.ingredient_b))
+
+    def applies_to(self, route_a: str, route_b: str) -> bool:
+        """Whether it applies to two drugs given by these (vocabulary) routes."""
+        return route_a in self.routes and route_b in self.routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +159,10 @@ def _make_interaction(
     severity: Severity,
     description: str,
     source: str,
+    *,
+    routes: frozenset[str] = SYSTEMIC_ROUTES,
+    rule: str = "",
+    specificity: int = 0,
 ) -> KnownInteraction:
     """Build an interaction from (key, display name, rxcui) triples, in canonical order."""
     if b[0] < a[0]:
@@ -155,6 +177,9 @@ def _make_interaction(
         source=source,
         rxnorm_a=a[2],
         rxnorm_b=b[2],
+        routes=routes,
+        rule=rule,
+        specificity=specificity,
     )
 
 
@@ -344,8 +369,16 @@ class InteractionKnowledgeBase:
         *,
         interactions_origin: str = "interactions.csv",
         synonyms_origin: str = "drug_synonyms.csv",
+        classes_csv: str | None = None,
+        rules_csv: str | None = None,
+        classes_origin: str = "drug_classes.csv",
+        rules_origin: str = "class_rules.csv",
     ) -> InteractionKnowledgeBase:
-        """Build from CSV text; the origins name the sources in error messages."""
+        """Build from CSV text; the origins name the sources in error messages.
+
+        With ``classes_csv`` and ``rules_csv`` the class rules are expanded into ingredient
+        pairs beside the listed ones (see ``streams.domain.interaction_classes``).
+        """
         codes = _CodeTable()
         pairs = _parse_interactions(interactions_csv, interactions_origin, codes)
         synonyms = (
@@ -353,18 +386,39 @@ class InteractionKnowledgeBase:
             if synonyms_csv is not None
             else {}
         )
+        if classes_csv is not None and rules_csv is not None:
+            # Imported here: the class layer builds on this module's parsing helpers.
+            from streams.domain.interaction_classes import merge_pairs, parse_catalog
+
+            catalog = parse_catalog(
+                classes_csv,
+                rules_csv,
+                codes,
+                classes_origin=classes_origin,
+                rules_origin=rules_origin,
+            )
+            pairs = merge_pairs(pairs, catalog.expand())
         return cls(pairs, synonyms, codes.by_code)
 
     @classmethod
     def from_files(
-        cls, interactions_csv: Path, synonyms_csv: Path | None = None
+        cls,
+        interactions_csv: Path,
+        synonyms_csv: Path | None = None,
+        *,
+        classes_csv: Path | None = None,
+        rules_csv: Path | None = None,
     ) -> InteractionKnowledgeBase:
-        """Build from an interactions CSV and, optionally, a synonyms CSV on disk."""
+        """Build from an interactions CSV and, optionally, synonyms, classes and class rules."""
         return cls.from_texts(
             interactions_csv.read_text(encoding="utf-8-sig"),
             synonyms_csv.read_text(encoding="utf-8-sig") if synonyms_csv is not None else None,
             interactions_origin=str(interactions_csv),
             synonyms_origin=str(synonyms_csv),
+            classes_csv=classes_csv.read_text(encoding="utf-8-sig") if classes_csv else None,
+            rules_csv=rules_csv.read_text(encoding="utf-8-sig") if rules_csv else None,
+            classes_origin=str(classes_csv),
+            rules_origin=str(rules_csv),
         )
 
     def with_ddinter_csv(self, path: Path) -> InteractionKnowledgeBase:
@@ -416,16 +470,8 @@ class InteractionKnowledgeBase:
             if base is None:
                 merged[key] = extra
             elif extra.severity.rank < base.severity.rank:
-                merged[key] = KnownInteraction(
-                    ingredient_a=base.ingredient_a,
-                    ingredient_b=base.ingredient_b,
-                    name_a=base.name_a,
-                    name_b=base.name_b,
-                    severity=extra.severity,
-                    description=base.description,
-                    source=f"{base.source}; {DDINTER_SOURCE}",
-                    rxnorm_a=base.rxnorm_a,
-                    rxnorm_b=base.rxnorm_b,
+                merged[key] = replace(
+                    base, severity=extra.severity, source=f"{base.source}; {DDINTER_SOURCE}"
                 )
         return InteractionKnowledgeBase(merged, self._synonyms, self._by_code)
 
@@ -470,14 +516,24 @@ class InteractionKnowledgeBase:
         return self._resolve_name(_basic_normalise(drug.name))
 
     def interaction_between(self, a: DrugRef, b: DrugRef) -> KnownInteraction | None:
-        """The most severe known interaction across the two medications' ingredient pairs."""
-        return self.interaction_across(self.ingredients_of(a), self.ingredients_of(b))
+        """The most severe known interaction across the two medications' ingredient pairs
+        that applies to the routes they are given by."""
+        return self.interaction_across(
+            self.ingredients_of(a),
+            self.ingredients_of(b),
+            routes=(a.route_given, b.route_given),
+        )
 
     def interaction_across(
-        self, ingredients_a: Iterable[str], ingredients_b: Collection[str]
+        self,
+        ingredients_a: Iterable[str],
+        ingredients_b: Collection[str],
+        *,
+        routes: tuple[str, str] | None = None,
     ) -> KnownInteraction | None:
         """The most severe known interaction between two sets of ingredient keys (resolved
-        medications: ``ingredients_of`` of each)."""
+        medications: ``ingredients_of`` of each); given the two drugs' vocabulary routes,
+        only one that applies to them."""
         best: KnownInteraction | None = None
         for ingredient_a in ingredients_a:
             for ingredient_b in ingredients_b:
@@ -486,6 +542,8 @@ class InteractionKnowledgeBase:
                 key = _pair_key(ingredient_a, ingredient_b)
                 candidate = self._pairs.get(key)
                 if candidate is None:
+                    continue
+                if routes is not None and not candidate.applies_to(*routes):
                     continue
                 # Ties go to the alphabetically first pair so the answer never depends on set order.
                 if best is None or (candidate.severity.rank, key) < (
@@ -560,16 +618,20 @@ def find_resolved_interactions(
     matches: list[InteractionMatch] = []
     seen = {new_drug.medication_id}
     partners = kb.partners_of(new_ingredients)
+    new_route = new_drug.route_given
     for other, ingredients in active:
         if other.medication_id in seen:
             continue
         seen.add(other.medication_id)
         if partners.isdisjoint(ingredients):
             continue
-        interaction = kb.interaction_across(new_ingredients, ingredients)
+        other_drug = other.drug
+        interaction = kb.interaction_across(
+            new_ingredients, ingredients, routes=(new_route, other_drug.route_given)
+        )
         if interaction is None:
             continue
-        first, second = sorted((new_drug, other.drug), key=_drug_order)
+        first, second = sorted((new_drug, other_drug), key=_drug_order)
         matches.append(InteractionMatch(drug_a=first, drug_b=second, interaction=interaction))
     matches.sort(key=lambda match: (match.severity.rank, *match.medication_ids))
     return matches
@@ -585,4 +647,8 @@ def _default_knowledge_base() -> InteractionKnowledgeBase:
         synonyms.read_text(encoding="utf-8-sig"),
         interactions_origin="streams/domain/data/interactions.csv",
         synonyms_origin="streams/domain/data/drug_synonyms.csv",
+        classes_csv=(data / "drug_classes.csv").read_text(encoding="utf-8-sig"),
+        rules_csv=(data / "class_rules.csv").read_text(encoding="utf-8-sig"),
+        classes_origin="streams/domain/data/drug_classes.csv",
+        rules_origin="streams/domain/data/class_rules.csv",
     )
