@@ -124,6 +124,8 @@ def use_clock(medstream: Medstream, clock: Callable[[], datetime]) -> None:
     """The clock of the patient agents: what is due, and what "now" is for the events."""
     medstream.patients.processor.clock = clock
     medstream.patients.timer.clock = clock
+    # The recorder refuses a ReminderDue dated ahead of its clock: it must share the timer's.
+    medstream.patients.recorder.clock = clock
 
 
 async def test_a_reminder_on_time_then_a_missed_dose(settings: Settings) -> None:
@@ -223,6 +225,61 @@ async def test_a_dose_taken_in_time_is_not_missed(settings: Settings) -> None:
         ("ReminderDue", unanswered_slot),
         ("DoseMissed", unanswered_slot),
     ]
+
+
+async def test_a_dose_taken_before_its_reminder_is_neither_reminded_nor_missed(
+    settings: Settings,
+) -> None:
+    """Taken 20 minutes early, naming its slot: the slot gets no ReminderDue and no DoseMissed.
+    The clock moves only once the answer is written; a later slot, not answered, is the
+    positive control: anything the first slot caused would come before its records."""
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = SteppedClock(start)
+    use_clock(medstream, clock)
+    grace = timedelta(minutes=settings.reminder_grace_minutes)
+    early_slot, control_slot = start + timedelta(minutes=20), start + timedelta(hours=2)
+    events = Events("p-early")
+    store = medstream.patients.store
+    reminders = settings.topic_name("medication-reminders")
+    async with running(medstream):
+        await publish(settings, "medication-events", events.prescribed("m1", "Metoprolol"))
+        await publish(
+            settings,
+            "schedule-events",
+            events.make(
+                "ScheduleSet",
+                medication_id="m1",
+                timezone="UTC",
+                times_of_day=[slot.strftime("%H:%M:%S") for slot in (early_slot, control_slot)],
+            ),
+        )
+        await wait_for(lambda: "m1" in store.written_state("p-early").schedules)
+        await publish(
+            settings,
+            "medication-events",
+            events.make(
+                "DoseTaken",
+                medication_id="m1",
+                taken_at=start.isoformat(),
+                scheduled_for=early_slot.isoformat(),
+            ),
+        )
+        await wait_for(lambda: store.written_state("p-early").answered_slots)
+        clock.move_to(control_slot)
+        await consume(settings, reminders, 1, 30)
+        await wait_for(lambda: store.written_state("p-early").open_slots)
+        clock.move_to(control_slot + grace + timedelta(minutes=1))
+        records = await consume(settings, reminders, 2, 30)
+        await asyncio.sleep(1)  # nothing more may follow
+        records = await consume(settings, reminders, 3, 1)
+
+    slots = [
+        (value["event_type"], datetime.fromisoformat(value["scheduled_for"]))
+        for value in values(records)
+    ]
+    assert slots == [("ReminderDue", control_slot), ("DoseMissed", control_slot)]
 
 
 async def test_falling_supply_alerts_once_per_crossing(settings: Settings) -> None:
