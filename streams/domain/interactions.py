@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from streams.contracts.vocabulary import Severity
+from streams.domain.drug_names import NAME_RULES_DIGEST, resolve_name, resolve_single
 from streams.domain.drug_names import basic_normalise as _basic_normalise
-from streams.domain.drug_names import resolve_name, resolve_single
 from streams.domain.drug_names import strip_salts as _strip_salts
 from streams.domain.routes import SYSTEMIC_ROUTES, route_of
 
@@ -337,9 +337,11 @@ class InteractionKnowledgeBase:
             "_partners",
             MappingProxyType({name: frozenset(others) for name, others in partners.items()}),
         )
-        # Only what resolving a drug reads: pairs matter to ingredients_of only as ingredients.
+        # Only what resolving a drug reads: pairs matter to ingredients_of only as ingredients;
+        # the name rules (word lists, patterns) change what a name normalises to.
         basis = json.dumps(
             [
+                NAME_RULES_DIGEST,
                 sorted(self._ingredients),
                 sorted((name, sorted(targets)) for name, targets in self._synonyms.items()),
                 sorted(self._by_code.items()),
