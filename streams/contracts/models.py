@@ -136,6 +136,8 @@ class MedicationPrescribed(Event):
     supply_quantity: NonNegativeQuantity
     refills_remaining: Count
     refill_threshold_days: Annotated[int, Field(ge=0, le=365)] = 7
+    # A SNOMED CT route code or a word; an unknown one is not an error (it reads as oral).
+    route: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
 
 class MedicationDiscontinued(Event):

@@ -33,6 +33,7 @@ from streams.domain.interactions import (
     InteractionKnowledgeBase,
     find_resolved_interactions,
 )
+from streams.domain.routes import route_of
 from streams.domain.schedule import (
     AnswerResult,
     AnswerWindow,
@@ -76,6 +77,9 @@ class MedicationRecord(StateModel):
     # records written before they were kept; those are resolved when next needed.
     ingredients: tuple[str, ...] | None = None
     ingredients_kb: str | None = None
+    # The vocabulary route (streams.domain.routes) the drug is given by, from the event's route
+    # or the name's dosage form; None on older records, whose name is read again when needed.
+    route: str | None = None
 
     def ingredients_in(self, kb: InteractionKnowledgeBase) -> Collection[str]:
         """The drug's ingredient keys in ``kb``: the stored ones when ``kb`` resolved them."""
@@ -121,7 +125,7 @@ class MedicationRecord(StateModel):
 
     @property
     def drug(self) -> DrugRef:
-        return DrugRef(self.medication_id, self.name, self.rxnorm_code)
+        return DrugRef(self.medication_id, self.name, self.rxnorm_code, self.route)
 
 
 class ScheduleRecord(StateModel):
@@ -304,6 +308,8 @@ def _interaction_warnings(
     for match in matches:
         key = _pair_key(match.interaction.ingredients)
         if key in warned:
+            # Remember every medication on the pair, so stopping one of two warfarins keeps it.
+            warned[key] = tuple(sorted({*warned[key], *match.medication_ids}))
             continue
         warned[key] = match.medication_ids
         warning_id = stable_id("ddi", trigger.patient_id, key, trigger.event_id)
@@ -326,10 +332,48 @@ def _interaction_warnings(
     return state.model_copy(update=update), warnings
 
 
-def _forget_pairs_of(state: PatientState, medication_id: str) -> PatientState:
-    # A discontinued drug no longer counts: a later re-exposure deserves a fresh warning.
-    warned = {key: ids for key, ids in state.warned_pairs.items() if medication_id not in ids}
+def _forget_pairs_of(
+    state: PatientState, medication_id: str, kb: InteractionKnowledgeBase
+) -> PatientState:
+    """Forget the warned pairs the discontinued medication was on, unless active medications
+    still hold both sides (a second warfarin with the aspirin): a re-exposure after the pair
+    really ended deserves a fresh warning, one while it lasts does not."""
+    warned: dict[str, tuple[str, ...]] = {}
+    for key, ids in state.warned_pairs.items():
+        if medication_id not in ids:
+            warned[key] = ids
+            continue
+        holders = _pair_holders(state, key, ids, medication_id, kb)
+        if holders:
+            warned[key] = holders
     return state.model_copy(update={"warned_pairs": warned})
+
+
+def _pair_holders(
+    state: PatientState,
+    key: str,
+    ids: tuple[str, ...],
+    medication_id: str,
+    kb: InteractionKnowledgeBase,
+) -> tuple[str, ...]:
+    """The active medications, among those the pair was warned for, that still make up both
+    of its sides; empty when one side is gone."""
+    sides = key.split("+")
+    if len(sides) != 2:
+        return ()
+    holding: dict[str, set[str]] = {sides[0]: set(), sides[1]: set()}
+    for other in ids:
+        record = state.medications.get(other)
+        if other == medication_id or record is None or not record.active:
+            continue
+        ingredients = record.ingredients_in(kb)
+        for side, holders in holding.items():
+            if side in ingredients:
+                holders.add(other)
+    first, second = holding[sides[0]], holding[sides[1]]
+    if not first or not second or (len(first | second) < 2):
+        return ()
+    return tuple(sorted(first | second))
 
 
 def _answer_slot(
@@ -401,6 +445,7 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
                 medication_id=event.medication_id,
                 name=event.name,
                 rxnorm_code=event.rxnorm_code,
+                route=route_of(event.route, event.name),
                 dose_unit=event.dose_unit,
                 dose_quantity=supply.dose_quantity,
                 supply_quantity=supply.supply_quantity,
@@ -426,7 +471,10 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
             key: record for key, record in state.medications.items() if key != event.medication_id
         }
         state = state.model_copy(update={"medications": medications})
-        state = _drop_slots_of(_forget_pairs_of(state, event.medication_id), event.medication_id)
+        state = _drop_slots_of(
+            _forget_pairs_of(state, event.medication_id, rules.knowledge_base),
+            event.medication_id,
+        )
         return Effects(state, replan={event.medication_id})
 
     if isinstance(event, DoseTaken):

@@ -82,6 +82,7 @@ SAMPLES: list[Event] = [
         supply_quantity=30.0,
         refills_remaining=2,
         refill_threshold_days=10,
+        route="26643006",
     ),
     MedicationDiscontinued(
         event_id="evt-discontinued", **ENVELOPE, medication_id="med-1", reason="bleeding risk"
@@ -324,6 +325,19 @@ def test_confluent_reader_resolves_an_older_writer_schema() -> None:
     assert isinstance(event, MedicationPrescribed)
     assert event.refill_threshold_days == 7
     assert event == BY_TYPE["MedicationPrescribed"].model_copy(update={"refill_threshold_days": 7})
+
+
+def test_a_writer_without_route_reads_as_no_route() -> None:
+    # Schemas before issue 13 had no route: the reader's default (null) fills it.
+    schema = _schema(BY_TYPE["MedicationPrescribed"])
+    older = json.loads(json.dumps(schema.source))
+    older["fields"] = [f for f in older["fields"] if f["name"] != "route"]
+    body = io.BytesIO()
+    schemaless_writer(body, older, BY_TYPE["MedicationPrescribed"].model_dump(mode="python"))
+    decoder = EventDecoder(CATALOG, StubRegistry({12: older}))
+    event = decoder.decode(b"\x00\x00\x00\x00\x0c" + body.getvalue())
+    assert isinstance(event, MedicationPrescribed)
+    assert event.route is None
 
 
 # --- fingerprints ---------------------------------------------------------------------------

@@ -183,6 +183,7 @@ def test_a_prescription_creates_an_active_medication() -> None:
         threshold_days=10,
         ingredients=("metformin",),
         ingredients_kb=RULES.knowledge_base.fingerprint,
+        route="oral",
     )
     assert patient.state.active_medication("m1") == record
     assert effects.replan == {"m1"}
@@ -295,6 +296,21 @@ def test_drugs_match_on_name_when_no_rxnorm_code_is_given() -> None:
     assert warning.medication_ids == ["m1", "m2"]
 
 
+def test_a_prescription_of_a_drug_the_knowledge_base_cannot_resolve_says_so(
+    normalised: list[str],
+) -> None:
+    patient = Patient()
+    assert patient.prescribe("m1", "Coumadin 5 mg tablet").unresolved_medication is None
+    assert patient.prescribe("m2", "Foobarol 10 mg").unresolved_medication == "m2"
+    # Every part of a combination must resolve; a known RxCUI is enough.
+    assert patient.prescribe("m3", "aspirin/foobarol").unresolved_medication == "m3"
+    assert patient.prescribe("m4", "Drug X", rxnorm_code="11289").unresolved_medication is None
+    # Telling it normalises no name again.
+    assert len(normalised) == 3
+    # Other events never say so.
+    assert patient.discontinue("m2").unresolved_medication is None
+
+
 def test_warning_ids_are_deterministic_per_trigger_and_per_patient() -> None:
     patient = Patient("p1")
     patient.prescribe("m-warfarin", "Warfarin", rxnorm_code="11289")
@@ -350,6 +366,49 @@ def test_a_discontinued_drug_no_longer_counts_for_interactions() -> None:
         "m-warfarin", "Warfarin", rxnorm_code="11289"
     ).interaction_warnings
     assert warning.medication_ids == ["m-aspirin", "m-warfarin"]
+
+
+def test_discontinuing_one_of_two_warfarins_keeps_the_pair_while_the_other_is_active() -> None:
+    # Issue 13, 6a: the pair stays warned while a warfarin and the aspirin are still active.
+    patient = Patient()
+    patient.prescribe("m-warfarin-1", "Warfarin 5 mg", rxnorm_code="11289")
+    patient.prescribe("m-warfarin-2", "Coumadin 1 mg")
+    assert len(patient.prescribe("m-aspirin", "Aspirin 81 mg").interaction_warnings) == 1
+    patient.discontinue("m-warfarin-1")
+    assert list(patient.state.warned_pairs) == ["aspirin+warfarin"]
+    assert patient.prescribe("m-aspirin-2", "Aspirin 325 mg").interaction_warnings == []
+    assert patient.prescribe("m-aspirin", "Aspirin 81 mg").interaction_warnings == []
+    # With no warfarin left the pair is forgotten, and a new warfarin warns again.
+    patient.discontinue("m-warfarin-2")
+    assert patient.state.warned_pairs == {}
+    [again] = patient.prescribe("m-warfarin-3", "Warfarin 2 mg").interaction_warnings
+    assert again.medication_ids[1] == "m-warfarin-3"
+
+
+def test_discontinuing_the_aspirin_of_a_warned_pair_forgets_it_even_with_two_warfarins() -> None:
+    patient = Patient()
+    patient.prescribe("m-warfarin-1", "Warfarin 5 mg")
+    patient.prescribe("m-aspirin", "Aspirin 81 mg")
+    patient.prescribe("m-warfarin-2", "Warfarin 1 mg")
+    patient.discontinue("m-aspirin")
+    assert patient.state.warned_pairs == {}
+    assert len(patient.prescribe("m-aspirin-2", "Aspirin 81 mg").interaction_warnings) == 1
+
+
+def test_the_route_is_stored_and_a_topical_form_does_not_warn() -> None:
+    patient = Patient()
+    patient.prescribe("m-statin", "Simvastatin 40 mg tablet")
+    cream = patient.prescribe("m-cream", "Ketoconazole 2% cream")
+    assert cream.interaction_warnings == []
+    shampoo = patient.prescribe("m-shampoo", "Nizoral 2% shampoo")
+    assert shampoo.interaction_warnings == []
+    coded = patient.prescribe("m-coded", "Nizoral", rxnorm_code="6135", route="6064005")
+    assert coded.interaction_warnings == []
+    assert patient.state.medications["m-cream"].route == "topical"
+    assert patient.state.medications["m-coded"].route == "topical"
+    [warning] = patient.prescribe("m-oral", "Ketoconazole 200 mg", route="PO").interaction_warnings
+    assert warning.severity is Severity.CONTRAINDICATED
+    assert patient.state.medications["m-oral"].route == "oral"
 
 
 # --- interactions: ingredients kept with each medication -----------------------------------------
