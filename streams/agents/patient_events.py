@@ -353,6 +353,16 @@ class PatientEventProcessor:
                 log.info("%s answered no slot: %s", event.event_type, effects.dose_answer.value)
             if self.metrics is not None:
                 self.metrics.dose_answer(effects.dose_answer.value)
+        if effects.unresolved_medication is not None:
+            # By id only: a drug name can carry patient data. The operator finds the name in
+            # the patient's record and adds it to the knowledge base.
+            log.warning(
+                "medication %s: the drug name resolves to no known ingredient; no interaction "
+                "check covers it",
+                effects.unresolved_medication,
+            )
+            if self.metrics is not None:
+                self.metrics.unresolved_medication_name()
         state = effects.state.model_copy(update={"partition": partition})
         # Sent once the new state is written: see PatientStore.
         self.store.stage(

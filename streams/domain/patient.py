@@ -28,6 +28,7 @@ from streams.contracts.models import (
     parse_time_of_day,
 )
 from streams.domain import refill
+from streams.domain.drug_names import is_resolved
 from streams.domain.interactions import (
     DrugRef,
     InteractionKnowledgeBase,
@@ -219,6 +220,9 @@ class Effects:
     replan: set[str] = field(default_factory=set)
     # What a DoseTaken or DoseSkipped answered (None for other events), for the metrics.
     dose_answer: AnswerResult | None = None
+    # A MedicationPrescribed whose drug the knowledge base could not resolve (see
+    # ``drug_names.is_resolved``): its medication_id, for the metrics and the log.
+    unresolved_medication: str | None = None
 
 
 @dataclass(frozen=True)
@@ -460,7 +464,16 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
             update={"medications": {**state.medications, event.medication_id: prescribed}}
         )
         state, alerts = _supply_alerts(state, event.medication_id, event)
-        return Effects(state, alerts, warnings, {event.medication_id})
+        unresolved = not is_resolved(
+            prescribed.ingredients_in(rules.knowledge_base), rules.knowledge_base.ingredient_names
+        )
+        return Effects(
+            state,
+            alerts,
+            warnings,
+            {event.medication_id},
+            unresolved_medication=event.medication_id if unresolved else None,
+        )
 
     if isinstance(event, MedicationDiscontinued):
         if event.medication_id not in state.medications:

@@ -76,6 +76,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._unresolved_names = Counter(
+            "medstream_unresolved_medication_names",
+            "Prescriptions whose drug the interaction knowledge base could not resolve (no known "
+            "RxCUI, and a name that is no known ingredient, synonym or combination of them): "
+            "those are checked for no interaction.",
+            registry=self.registry,
+        )
         self._lag = Gauge(
             "medstream_consumer_lag",
             "Records not yet committed by this worker: high watermark minus committed offset.",
@@ -130,6 +137,10 @@ class Metrics:
         """One DoseTaken or DoseSkipped and what it answered (answered, already_answered,
         no_slot)."""
         self._dose_answers.labels(result=result).inc()
+
+    def unresolved_medication_name(self) -> None:
+        """One prescription whose drug name resolved to no known ingredient."""
+        self._unresolved_names.inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """The lag of one partition."""

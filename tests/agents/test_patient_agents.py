@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -144,6 +145,24 @@ async def test_warfarin_then_aspirin_publishes_one_interaction_warning(
     assert emitted == [(topic, warning)]
     assert medstream.stats.produced == {"interaction-warnings": 1}
     assert medstream.stats.duplicates == {"MedicationPrescribed": 1}
+
+
+async def test_a_drug_name_that_resolves_to_nothing_is_counted_and_logged_by_id_only(
+    medstream: Medstream, emitted: Emitted, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = "Margaret's compounded cream 10 mg"
+    with caplog.at_level(logging.INFO):
+        async with feeding(medstream, "apply-patient-events") as feed:
+            await feed.put("medication-events", encoded(prescribed("e-1", "m-known", "Zocor")))
+            await feed.put("medication-events", encoded(prescribed("e-2", "m-odd", name)))
+
+    rendered = medstream.metrics.render().decode()
+    assert "medstream_unresolved_medication_names_total 1.0" in rendered
+    [line] = [r.getMessage() for r in caplog.records if "resolves to no known" in r.getMessage()]
+    assert "m-odd" in line
+    assert "Margaret" not in caplog.text
+    assert "compounded" not in caplog.text
+    assert state(medstream).active_medication("m-odd") is not None
 
 
 async def test_a_low_supply_publishes_a_refill_alert(

@@ -16,6 +16,9 @@ FAMILIES = {
     "medstream_processing_seconds": "histogram",
     "medstream_deliveries": "counter",
     "medstream_dose_answers": "counter",
+    "medstream_unresolved_medication_names": "counter",
+    # An unlabelled counter has its one series, and its creation time, from the start.
+    "medstream_unresolved_medication_names_created": "gauge",
     "medstream_consumer_lag": "gauge",
     "medstream_table_entries": "gauge",
     "medstream_agent_up": "gauge",
@@ -37,6 +40,14 @@ def test_every_family_is_rendered_even_before_any_sample() -> None:
         for family in text_string_to_metric_families(Metrics().render().decode())
     }
     assert families == FAMILIES
+
+
+def test_unresolved_medication_names_are_counted_without_labels() -> None:
+    metrics = Metrics()
+    assert samples(metrics)[("medstream_unresolved_medication_names_total", ())] == 0
+    metrics.unresolved_medication_name()
+    metrics.unresolved_medication_name()
+    assert samples(metrics)[("medstream_unresolved_medication_names_total", ())] == 2
 
 
 def test_counters_histogram_and_gauges_move() -> None:
