@@ -18,7 +18,7 @@ from tests.kafka_helpers import consume, produce, running
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "admin-token-for-tests"
+TOKEN = "admin-token-for-tests-0123456789abcdef"  # 32+ characters, as Settings demands
 
 
 async def test_admin_pause_resume_and_replay_need_the_token_and_are_audited(
