@@ -137,6 +137,21 @@ def _cmd_schemas_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_interactions_coverage(args: argparse.Namespace) -> int:
+    from streams.domain.interaction_classes import default_catalog
+    from streams.domain.interaction_coverage import render_coverage_markdown, summary_lines
+    from streams.domain.interactions import InteractionKnowledgeBase
+    from streams.settings import REPOSITORY_ROOT
+
+    catalog, kb = default_catalog(), InteractionKnowledgeBase.load_default()
+    for line in summary_lines(catalog, kb):
+        print(line)
+    target = args.output or REPOSITORY_ROOT / "docs" / "interactions.md"
+    target.write_text(render_coverage_markdown(catalog, kb))
+    print(f"wrote {target}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -205,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.add_argument("--force", action="store_true", help="release even if incompatible")
     release.set_defaults(handler=_cmd_schemas_release)
+
+    interactions = commands.add_parser("interactions", help="the interaction knowledge base")
+    interactions_commands = interactions.add_subparsers(dest="interactions_command", required=True)
+    coverage = interactions_commands.add_parser(
+        "coverage", help="print classes, members and pair counts; regenerate docs/interactions.md"
+    )
+    coverage.add_argument(
+        "--output", type=Path, help="where to write (default: docs/interactions.md)"
+    )
+    coverage.set_defaults(handler=_cmd_interactions_coverage)
 
     add_ops_commands(commands)
 
