@@ -108,6 +108,9 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
                 consumer.seek(tp, ends[tp] if hit is None else hit.offset)
         else:
             await consumer.seek_to_end(*partitions)
+        # Every partition's position is now known: what is written from here on is shown.
+        positions = [f"p{tp.partition}@{await consumer.position(tp)}" for tp in partitions]
+        print(f"following {topic} from offset {' '.join(positions)}", file=sys.stderr, flush=True)
         shown = 0
         last_record = time.monotonic()
         while args.max is None or shown < args.max:

@@ -117,12 +117,29 @@ async def test_tail_follows_from_now_and_stops_after_a_quiet_timeout(
     parser = argparse.ArgumentParser()
     add_ops_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["tail", "medication-events", "--json", "--timeout", "8"])
-    started = time.monotonic()
-    tailing = asyncio.create_task(asyncio.to_thread(args.handler, args))
-    await asyncio.sleep(4)  # until it has seeked to the end
-    await send(env, topic, [(b"p1", dose("new"), [])])
+    # Started before the tail, so that the quiet timeout does not count its start-up.
+    producer = AIOKafkaProducer(acks="all", **client_options(env))
+    await producer.start()
+    try:
+        capsys.readouterr()
+        started = time.monotonic()
+        tailing = asyncio.create_task(asyncio.to_thread(args.handler, args))
+        # The barrier: tail says where it follows from once every position is known, so a
+        # record written after that line is one it must show, however slowly it started.
+        out, err = "", ""
+        while "following" not in err:
+            assert not tailing.done(), err
+            assert time.monotonic() - started < 60, "tail never said where it follows from"
+            await asyncio.sleep(0.05)
+            captured = capsys.readouterr()
+            out, err = out + captured.out, err + captured.err
+        assert f"following {topic} from offset p0@" in err
+        await producer.send_and_wait(topic, dose("new"), key=b"p1", partition=0)
+    finally:
+        await producer.stop()
     assert await tailing == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out += capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines()]
     assert [line["event"]["event_id"] for line in lines] == ["new"]
     assert time.monotonic() - started < 60
 
