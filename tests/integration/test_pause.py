@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.app import create_app
+from streams.app import Medstream, create_app
 from streams.consumer_groups import wait_until_stable
-from streams.ops.control import send_pause_commands
+from streams.ops.control import agent_topics, send_pause_commands
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.test_cli import medstream
@@ -40,6 +40,28 @@ async def settle(condition: Callable[[], bool], timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+def holding(app: Medstream, *topics: str) -> Callable[[], bool]:
+    """Has this in-process worker applied exactly these paused topics (full names)?
+
+    The control follower sets them when it holds their partitions: from then on nothing of
+    theirs is handed to an agent, so a check that nothing is processed can start there.
+    """
+    return lambda: app.app.transport.held_topics == frozenset(topics)  # type: ignore[attr-defined]
+
+
+def paused_in_log(worker: WorkerProcess) -> str | None:
+    """The paused topics a worker process last logged it applied (None before the first)."""
+    applied = None
+    for line in worker.log_file.read_text(errors="replace").splitlines():
+        try:
+            message = json.loads(line).get("message")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(message, str) and message.startswith("paused topics: "):
+            applied = message.removeprefix("paused topics: ")
+    return applied
+
+
 async def test_pause_1000_events_then_resume_processes_every_one(settings: Settings) -> None:
     await ensure_topics(settings)
     app = create_app(settings)
@@ -52,7 +74,7 @@ async def test_pause_1000_events_then_resume_processes_every_one(settings: Setti
             medstream, settings, "pause", "--topic", "medication-events", "--actor", "night-op"
         )
         assert paused.returncode == 0, paused.stderr
-        await asyncio.sleep(2)  # every worker applies a pause within two seconds
+        await settle(holding(app, settings.topic_name("medication-events")))
         await produce(settings, settings.topic_name("medication-events"), map(dose, range(1000)))
         await asyncio.sleep(3)
         assert stats.total_settled == 1, "events were processed while paused"
@@ -95,10 +117,13 @@ async def test_a_pause_survives_a_restart(settings: Settings) -> None:
     first = create_app(settings)
     async with running(first):
         await produce(settings, settings.topic_name("medication-events"), [dose(1), dose(2)])
+        # Every pausable topic is held until the control topic is read, then only the paused.
+        await settle(holding(first, settings.topic_name("medication-events")))
         await asyncio.sleep(3)
         assert first.stats.total_settled == 0
     second = create_app(settings)  # a restarted worker reads the pause from the control topic
     async with running(second):
+        await settle(holding(second, settings.topic_name("medication-events")))
         await asyncio.sleep(3)
         assert second.stats.total_settled == 0
         await send_pause_commands(settings, ["medication-events"], paused=False, actor="test")
@@ -114,10 +139,14 @@ def test_pause_names_what_it_can_pause(settings: Settings) -> None:
     assert "--topic or --agent" in result.stderr
 
 
-async def test_a_pause_reaches_every_worker_within_two_seconds(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def test_a_pause_reaches_every_worker(settings: Settings, tmp_path: Path) -> None:
     await ensure_topics(settings)
+    agent = "apply-patient-events"
+    held = ", ".join(
+        sorted(
+            settings.topic_name(t) for t in agent_topics(create_app(settings).app, settings)[agent]
+        )
+    )
     workers = [WorkerProcess(settings, tmp_path / f"w{n}", tmp_path / f"w{n}.log") for n in (1, 2)]
     patients = [Events(f"pause-two-{n}") for n in range(20)]  # surely on both partitions
     alerts_topic = settings.topic_name("refill-alerts")
@@ -125,11 +154,11 @@ async def test_a_pause_reaches_every_worker_within_two_seconds(
         for worker in workers:
             worker.start()
         await wait_until_stable(settings, settings.app_id, timeout=120, members=2)
-        paused = await asyncio.to_thread(
-            medstream, settings, "pause", "--agent", "apply-patient-events"
-        )
+        paused = await asyncio.to_thread(medstream, settings, "pause", "--agent", agent)
         assert paused.returncode == 0, paused.stderr
-        await asyncio.sleep(2)
+        # Each worker logs the topics it holds once it has applied the pause (usually within
+        # two seconds; however long a loaded machine takes, nothing is published before).
+        await settle(lambda: all(paused_in_log(worker) == held for worker in workers), 60)
         await publish(
             settings,
             "medication-events",
@@ -137,9 +166,7 @@ async def test_a_pause_reaches_every_worker_within_two_seconds(
         )
         await asyncio.sleep(3)
         assert await consume(settings, alerts_topic, 1, timeout=1) == []
-        resumed = await asyncio.to_thread(
-            medstream, settings, "resume", "--agent", "apply-patient-events"
-        )
+        resumed = await asyncio.to_thread(medstream, settings, "resume", "--agent", agent)
         assert resumed.returncode == 0, resumed.stderr
         alerts = await consume(settings, alerts_topic, len(patients), timeout=30)
     finally:
