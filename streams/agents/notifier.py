@@ -280,7 +280,12 @@ class Notifier:
             return
         planned, self._planned = self._planned, []
         suppressed, self._suppressed = self._suppressed, []
-        await self.ledger.acknowledged()
+        try:
+            await self.ledger.acknowledged()
+        except BaseException:
+            # Kept for the intake's next try of the batch end: nothing of them happened yet.
+            self._planned[:0], self._suppressed[:0] = planned, suppressed
+            raise
         for record, reason in suppressed:
             await self._finish(record, DeliveryStatus.SUPPRESSED, 0, reason)
         for delivery in planned:

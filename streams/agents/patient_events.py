@@ -245,26 +245,43 @@ class PatientStore:
             self._read.clear()
             if not staged_records:
                 return
-            for patient_id, staged in staged_records.items():
-                with acting_for(staged.source):
-                    self.table[patient_id] = dump_record(
-                        staged.state, staged.seen, [output for output, _ in staged.outputs]
-                    )
-            for patient_id in staged_records:
-                for listener in self.on_written:
-                    listener(patient_id)
-            with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
-            if not with_outputs:
-                return
-            await self.table.acknowledged()
-            await self._send(
-                [output for staged in with_outputs.values() for output in staged.outputs]
-            )
-            for patient_id, staged in with_outputs.items():
-                if patient_id in self._staged:
-                    continue  # staged again meanwhile: that write replaces the outbox
-                with acting_for(staged.source):
-                    self.table[patient_id] = dump_record(staged.state, staged.seen)
+            try:
+                await self._write(staged_records)
+            except BaseException:
+                # Staged again for the intake's next try of the batch end (records written
+                # twice and outputs sent twice, with the same ids, are harmless; lost ones not).
+                self._restage(staged_records)
+                raise
+
+    def _restage(self, staged_records: dict[str, _Staged]) -> None:
+        for patient_id, older in staged_records.items():
+            newer = self._staged.get(patient_id)
+            if newer is None:
+                self._staged[patient_id] = older
+            else:
+                # The newer record replaces the older one; both batches' outputs stay owed.
+                newer.outputs[:0] = older.outputs
+                newer.outputs_bytes += older.outputs_bytes
+
+    async def _write(self, staged_records: dict[str, _Staged]) -> None:
+        for patient_id, staged in staged_records.items():
+            with acting_for(staged.source):
+                self.table[patient_id] = dump_record(
+                    staged.state, staged.seen, [output for output, _ in staged.outputs]
+                )
+        for patient_id in staged_records:
+            for listener in self.on_written:
+                listener(patient_id)
+        with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
+        if not with_outputs:
+            return
+        await self.table.acknowledged()
+        await self._send([output for staged in with_outputs.values() for output in staged.outputs])
+        for patient_id, staged in with_outputs.items():
+            if patient_id in self._staged:
+                continue  # staged again meanwhile: that write replaces the outbox
+            with acting_for(staged.source):
+                self.table[patient_id] = dump_record(staged.state, staged.seen)
 
     def patients_of(
         self, partitions: Collection[int], unsent: list[Event]

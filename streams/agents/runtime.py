@@ -264,13 +264,34 @@ class Intake:
         batches = stream.take_events(  # type: ignore[attr-defined]
             self.batch_max_events, self.batch_window_seconds
         )
-        finish = finish_batch or _nothing_to_finish
+        given = finish_batch or _nothing_to_finish
+
+        async def finish() -> None:
+            await self._finish(given)
+
         async for batch in batches:
             for record in batch:
                 with acting_for(record):
                     await self.handle_record(record, handler, finish)
             await finish()
             self._count_settled()
+
+    async def _finish(self, finish_batch: Callable[[], Awaitable[None]]) -> None:
+        """Make the batch durable, trying again until it is: an exception escaping here would
+        stop the agent, and Faust would then acknowledge the batch's events as it closes the
+        stream, although their state and outputs were never stored."""
+        for delay in waits_before_retrying():
+            try:
+                await finish_batch()
+                return
+            except Exception as error:
+                log.error(
+                    "finishing a batch of %s failed (%s); trying again in %.1fs, the stream waits",
+                    self.agent,
+                    type(error).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     def _count_settled(self) -> None:
         for settled, name in self._settled:

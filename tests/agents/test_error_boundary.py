@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
+from streams.agents import runtime
 from streams.agents.runtime import BatchFullError
 from streams.app import Medstream
 from streams.contracts.codecs import EventDecoder
-from streams.contracts.models import DeadLetter
+from streams.contracts.models import DeadLetter, RefillAlert
 from streams.domain.dedup import SeenEvents
 from streams.domain.limits import LimitExceededError
 from streams.domain.patient import PatientState
@@ -350,3 +352,31 @@ async def test_a_forged_reminder_cannot_silence_the_slots_before_it(
         ("RejectedEventError", "ReminderDue: reminder_id is not its slot's id"),
         ("ClockSkewError", "ReminderDue: scheduled_for is ahead of the worker's clock"),
     ]
+
+
+async def test_a_batch_end_that_fails_is_tried_again_and_its_outputs_are_not_lost(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The changelog refusing a batch (a broker going away) must neither stop the agent (Faust
+    # would then acknowledge the batch's events) nor lose the alerts staged behind it.
+    monkeypatch.setattr(runtime, "SEND_RETRY_FIRST", 0.01)
+    store = medstream.patients.store
+    failures = 2
+
+    async def refusing() -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise KafkaConnectionError("the broker went away")
+
+    monkeypatch.setattr(store.table, "acknowledged", refusing)
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(
+            "medication-events", encoded(prescribed("e1", "m1", "Metformin", supply_quantity=0))
+        )
+        await normal_event_is_processed(medstream, feed, "p2")
+    assert failures == 0
+    alerts = [alert.medication_id for _, alert in of_type(emitted, RefillAlert)]
+    assert alerts.count("m1") >= 1
+    assert dead_letters(emitted) == []
+    assert store.state("p1").active_medication("m1") is not None
