@@ -133,7 +133,11 @@ async def test_sigkill_then_replacement_recovers_state_without_duplicates(
                 settings,
                 "medication-events",
                 events.prescribed("aspirin", "Aspirin 81 mg", rxnorm_code="1191"),
-                events.make("DoseTaken", medication_id="warfarin"),
+                # Naming its slot: without it, a replacement slow to start could see the dose
+                # inside slot 2's early window and take it for slot 2's answer.
+                events.make(
+                    "DoseTaken", medication_id="warfarin", scheduled_for=slot_1.isoformat()
+                ),
             )
         reminders = await read_all(settings, "medication-reminders", 2 * len(PATIENTS), 100)
         await asyncio.sleep(3)
