@@ -76,9 +76,9 @@ def test_every_rule_holds_for_two_members_on_each_side(
     ("a", "b", "severity", "rule"),
     [
         # The examples of issue 13, item 3.
-        ("fluoxetine", "tranylcypromine", Severity.CONTRAINDICATED, "onc-06-maoi-ssri-snri"),
-        ("amitriptyline", "phenelzine", Severity.CONTRAINDICATED, "onc-06-maoi-tca"),
-        ("methadone", "ondansetron", Severity.MAJOR, "qt-qt"),
+        ("fluoxetine", "tranylcypromine", Severity.CONTRAINDICATED, "onc-04-serotonergic-maoi"),
+        ("amitriptyline", "phenelzine", Severity.CONTRAINDICATED, "onc-07-tca-maoi"),
+        ("methadone", "ondansetron", Severity.MAJOR, "onc-08-qt-qt"),
         ("oxycodone", "lorazepam", Severity.MAJOR, "opioid-benzodiazepine"),
         ("warfarin", "fluoxetine", Severity.MODERATE, "anticoagulant-ssri-snri"),
         ("apixaban", "aspirin", Severity.MAJOR, "anticoagulant-nsaid"),
@@ -88,21 +88,67 @@ def test_every_rule_holds_for_two_members_on_each_side(
             Severity.CONTRAINDICATED,
             "onc-14-tranylcypromine-procarbazine",
         ),
+        # The fifteen ONC interactions (Phansalkar 2012, Table 2), two members on each side.
+        ("phendimetrazine", "isocarboxazid", Severity.CONTRAINDICATED, "onc-01-amphetamine-maoi"),
+        ("lisdexamfetamine", "selegiline", Severity.CONTRAINDICATED, "onc-01-amphetamine-maoi"),
+        ("atazanavir", "rabeprazole", Severity.MAJOR, "onc-02-atazanavir-ppi"),
+        ("atazanavir", "dexlansoprazole", Severity.MAJOR, "onc-02-atazanavir-ppi"),
+        # (febuxostat has both thiopurines as listed pairs, which win over its rule)
+        ("febuxostat", "mercaptopurine", Severity.CONTRAINDICATED, ""),
+        ("nefazodone", "isocarboxazid", Severity.CONTRAINDICATED, "onc-04-serotonergic-maoi"),
+        ("milnacipran", "selegiline", Severity.CONTRAINDICATED, "onc-04-serotonergic-maoi"),
+        (
+            "irinotecan",
+            "posaconazole",
+            Severity.MAJOR,
+            "onc-05-irinotecan-strong-cyp3a4-inhibitor",
+        ),
+        (
+            "irinotecan",
+            "tipranavir",
+            Severity.MAJOR,
+            "onc-05-irinotecan-strong-cyp3a4-inhibitor",
+        ),
+        ("tapentadol", "isocarboxazid", Severity.CONTRAINDICATED, "onc-06-narcotic-maoi"),
+        ("dextromethorphan", "procarbazine", Severity.CONTRAINDICATED, "onc-06-narcotic-maoi"),
+        ("trimipramine", "selegiline", Severity.CONTRAINDICATED, "onc-07-tca-maoi"),
+        ("protriptyline", "procarbazine", Severity.CONTRAINDICATED, "onc-07-tca-maoi"),
+        ("levofloxacin", "hydroxychloroquine", Severity.MAJOR, "onc-08-qt-qt"),
+        ("vandetanib", "anagrelide", Severity.MAJOR, "onc-08-qt-qt"),
+        ("ramelteon", "ciprofloxacin", Severity.MAJOR, "onc-09-ramelteon-cyp1a2"),
+        (
+            "fosphenytoin",
+            "tipranavir",
+            Severity.MAJOR,
+            "onc-10-cyp3a4-inducer-protease-inhibitor",
+        ),
+        (
+            "rifapentine",
+            "fosamprenavir",
+            Severity.MAJOR,
+            "onc-10-cyp3a4-inducer-protease-inhibitor",
+        ),
+        ("lovastatin", "nefazodone", Severity.CONTRAINDICATED, "onc-11-statin-cyp3a4"),
+        ("simvastatin", "posaconazole", Severity.CONTRAINDICATED, "onc-11-statin-cyp3a4"),
+        ("dihydroergotamine", "cobicistat", Severity.CONTRAINDICATED, "onc-12-ergot-cyp3a4"),
+        ("methylergonovine", "telithromycin", Severity.CONTRAINDICATED, "onc-12-ergot-cyp3a4"),
+        ("rizatriptan", "isocarboxazid", Severity.CONTRAINDICATED, "onc-15-triptan-maoi"),
+        ("zolmitriptan", "selegiline", Severity.CONTRAINDICATED, "onc-15-triptan-maoi"),
         # Two members of each side of further rules.
         ("hydromorphone", "clonazepam", Severity.MAJOR, "opioid-benzodiazepine"),
         ("codeine", "midazolam", Severity.MAJOR, "opioid-benzodiazepine"),
         ("oxycodone", "gabapentin", Severity.MAJOR, "opioid-cns-depressant"),
         ("morphine", "zolpidem", Severity.MAJOR, "opioid-cns-depressant"),
-        ("levofloxacin", "hydroxychloroquine", Severity.MAJOR, "qt-qt"),
-        ("rasagiline", "ciprofloxacin", Severity.MAJOR, "onc-11-rasagiline-ciprofloxacin"),
-        ("bepridil", "sotalol", Severity.CONTRAINDICATED, "onc-02-bepridil-qt"),
-        ("pimozide", "posaconazole", Severity.CONTRAINDICATED, "onc-09-pimozide-cyp3a4"),
-        ("dihydroergotamine", "cobicistat", Severity.CONTRAINDICATED, "onc-03-ergot-cyp3a4"),
-        ("irinotecan", "phenytoin", Severity.MAJOR, "onc-04-irinotecan-cyp3a4-inducer"),
-        ("atazanavir", "rabeprazole", Severity.MAJOR, "onc-01-atazanavir-ppi"),
-        ("warfarin", "meloxicam", Severity.MAJOR, "onc-15-warfarin-nsaid"),
+        ("rasagiline", "ciprofloxacin", Severity.MODERATE, "rasagiline-ciprofloxacin"),
+        ("pimozide", "posaconazole", Severity.CONTRAINDICATED, "pimozide-cyp3a4"),
+        ("thioridazine", "bupropion", Severity.CONTRAINDICATED, "thioridazine-cyp2d6"),
+        ("irinotecan", "phenytoin", Severity.MAJOR, "irinotecan-cyp3a4-inducer"),
+        ("irinotecan", "atazanavir", Severity.MAJOR, "irinotecan-atazanavir"),
+        ("warfarin", "meloxicam", Severity.MAJOR, "warfarin-nsaid"),
         ("dabigatran", "ticagrelor", Severity.MAJOR, "anticoagulant-p2y12"),
-        ("selegiline", "pseudoephedrine", Severity.CONTRAINDICATED, "onc-05-maoi-sympathomimetic"),
+        ("rasagiline", "pseudoephedrine", Severity.CONTRAINDICATED, "maoi-sympathomimetic"),
+        ("safinamide", "ephedrine", Severity.CONTRAINDICATED, "maoi-sympathomimetic"),
+        ("rasagiline", "vilazodone", Severity.CONTRAINDICATED, "maoi-ssri-snri"),
         ("linezolid", "escitalopram", Severity.MAJOR, "maoi-other-ssri-snri"),
         ("sertraline", "tapentadol", Severity.MAJOR, "ssri-snri-narcotic"),
     ],
@@ -124,7 +170,7 @@ def test_the_most_specific_rule_wins(kb: InteractionKnowledgeBase) -> None:
     # An ingredient-class rule beats a class-class rule: thioridazine with a QT drug.
     single = kb.interaction_of("thioridazine", "ondansetron")
     assert single is not None
-    assert single.rule == "onc-13-thioridazine-qt"
+    assert single.rule == "thioridazine-qt"
     assert single.severity is Severity.CONTRAINDICATED
     # Two ingredients named by a rule beat the MAOI-MAOI class rule.
     pair = kb.interaction_of("tranylcypromine", "procarbazine")
@@ -217,6 +263,90 @@ def test_the_onc_list_is_covered_at_full_membership(kb: InteractionKnowledgeBase
             continue
         for a, b in CATALOG.pairs_of(rule):
             assert kb.interaction_of(a, b) is not None, (rule.rule_id, a, b)
+
+
+# The fifteen pairs of Phansalkar et al. 2012, Table 2 (object - precipitant), as the ONC
+# numbering of the list (confirmed by McEvoy et al. 2017 and AJHP 2022, Table 4) gives them.
+ONC_SIDES = {
+    1: {("class:amphetamine_derivative", "class:maoi_onc")},
+    2: {("atazanavir", "class:ppi")},
+    3: {("febuxostat", "class:thiopurine")},
+    4: {("class:ssri_serotonergic", "class:maoi_onc")},
+    5: {("irinotecan", "class:cyp3a4_strong_inhibitor")},
+    6: {("class:serotonergic_opioid", "class:maoi_onc")},
+    7: {("class:tca", "class:maoi_onc")},
+    8: {("class:qt_known_risk", "class:qt_known_risk")},
+    9: {("ramelteon", "class:cyp1a2_inhibitor")},
+    10: {("class:cyp3a4_inducer", "class:hiv_protease_inhibitor")},
+    11: {("class:statin_cyp3a4", "class:cyp3a4_inhibitor")},
+    12: {("class:ergot", "class:cyp3a4_inhibitor")},
+    13: {("tizanidine", "class:cyp1a2_inhibitor")},
+    14: {("tranylcypromine", "procarbazine")},
+    15: {("class:triptan_mao", "class:maoi_onc")},
+}
+
+
+def _written(side: str, is_class: bool) -> str:
+    return f"class:{side}" if is_class else side
+
+
+def test_the_onc_rules_are_the_fifteen_pairs_of_the_paper() -> None:
+    found: dict[int, set[tuple[str, str]]] = {}
+    for rule in CATALOG.rules:
+        if rule.onc is not None:
+            assert rule.rule_id.startswith(f"onc-{rule.onc:02d}-"), rule.rule_id
+            assert rule.source == "ONC high-priority DDI list (Phansalkar 2012)"
+            found.setdefault(rule.onc, set()).add(
+                (_written(rule.left, rule.left_is_class), _written(rule.right, rule.right_is_class))
+            )
+        else:
+            assert not rule.rule_id.startswith("onc-"), rule.rule_id
+            assert "ONC" not in rule.source, rule.rule_id
+    assert found == ONC_SIDES
+    # The paper's own members of a few classes (Table 2).
+    assert set(CATALOG.classes["maoi_onc"].ingredients) == {
+        "tranylcypromine",
+        "phenelzine",
+        "isocarboxazid",
+        "procarbazine",
+        "selegiline",
+    }
+    assert len(CATALOG.classes["amphetamine_derivative"].members) == 12
+    assert {"phendimetrazine", "benzphetamine", "diethylpropion", "atomoxetine"} <= set(
+        CATALOG.classes["amphetamine_derivative"].ingredients
+    )
+    assert set(CATALOG.classes["ppi"].ingredients) == {
+        "omeprazole",
+        "lansoprazole",
+        "pantoprazole",
+        "rabeprazole",
+        "esomeprazole",
+        "dexlansoprazole",
+    }
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # Called ONC items before, though the paper's list has none of them.
+        ("bepridil", "sotalol"),
+        ("pimozide", "clarithromycin"),
+        ("thioridazine", "paroxetine"),
+        ("methotrexate", "trimethoprim"),
+        ("warfarin", "ibuprofen"),
+        ("rasagiline", "ciprofloxacin"),
+    ],
+)
+def test_pairs_outside_the_onc_list_are_not_called_onc(
+    kb: InteractionKnowledgeBase, a: str, b: str
+) -> None:
+    found = kb.interaction_of(a, b)
+    assert found is not None
+    if found.rule:
+        rule = next(rule for rule in CATALOG.rules if rule.rule_id == found.rule)
+        # bepridil with sotalol: two known-risk QT drugs, so ONC item 8 (QT with QT).
+        assert rule.onc in (None, 8), (a, b, rule.rule_id)
+        assert rule.onc is None or a == "bepridil"
 
 
 # --- routes ----------------------------------------------------------------------------------
