@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -21,6 +23,10 @@ class Receiver:
     requests: list[dict[str, Any]] = field(default_factory=list)
     failures_left: dict[str, int] = field(default_factory=dict)
     arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # {"a": "b"}: requests to path a are answered only once one to path b has arrived (or
+    # after a minute), so a test can tell b was sent while a was still being tried.
+    waits_for: dict[str, str] = field(default_factory=dict)
+    arrived: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
 
     def for_path(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == path]
@@ -38,6 +44,10 @@ async def receiver() -> AsyncIterator[Receiver]:
         body = await request.read()
         path = request.match_info["path"]
         state.arrivals[path].append(time.time())
+        state.arrived[path].set()
+        if path in state.waits_for:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.arrived[state.waits_for[path]].wait(), 60)
         left = state.failures_left.get(path, 0)
         if left != 0:
             state.failures_left[path] = left - 1

@@ -15,16 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
-from streams.app import create_app
+from streams.app import Medstream, create_app
+from streams.kafka_client import client_options
 from streams.notify.channels import verify_signature
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.conftest import Receiver
 from tests.integration.test_cli import medstream as medstream_cli
-from tests.integration.test_patient_state import Events, publish, schedule_reminder, values
+from tests.integration.test_patient_state import (
+    Events,
+    ShiftedClock,
+    SteppedClock,
+    publish,
+    schedule_reminder,
+    use_clock,
+    values,
+    wait_for,
+)
 from tests.kafka_helpers import consume, produce, running
 from tests.worker_process import WorkerProcess
 
@@ -82,8 +93,53 @@ def contact(events: Events, *channels: dict[str, str], **fields: Any) -> dict[st
     )
 
 
-def slot_in(seconds: int) -> datetime:
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
+def shifted(medstream: Medstream) -> ShiftedClock:
+    """One clock for the patient agents and the notifier, which the test moves forward."""
+    clock = ShiftedClock()
+    use_clock(medstream, clock)
+    medstream.notifier.clock = clock
+    return clock
+
+
+async def known(medstream: Medstream, *patients: Events, schedule: str | None = None) -> None:
+    """Until the patients' contacts (and the schedule of ``schedule``) are written."""
+    store = medstream.patients.store
+
+    def ready(events: Events) -> bool:
+        state = store.written_state(events.patient_id)
+        return state.contact is not None and (schedule is None or schedule in state.schedules)
+
+    await wait_for(lambda: all(ready(events) for events in patients))
+
+
+def settled(medstream: Medstream, *event_types: str) -> int:
+    """Events of these types processed or recognised as duplicates so far."""
+    stats = medstream.stats
+    return sum(stats.processed[name] + stats.duplicates[name] for name in event_types)
+
+
+async def everything(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record the topic holds now: read up to its end offsets, however long it takes."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        received: list[ConsumerRecord[bytes, bytes]] = []
+        async with asyncio.timeout(60):
+            for tp in partitions:
+                while await consumer.position(tp) < ends[tp]:
+                    for records in (await consumer.getmany(tp, timeout_ms=200)).values():
+                        received.extend(records)
+        return received
+    finally:
+        await consumer.stop()
 
 
 async def outcomes(settings: Settings, count: int, timeout: float = 30) -> list[dict[str, Any]]:
@@ -97,6 +153,7 @@ async def test_a_reminder_reaches_webhook_and_email(
     settings = notifier_settings(settings, smtp_port)
     await ensure_topics(settings)
     medstream = create_app(settings)
+    clock = shifted(medstream)
     events = Events("p-both")
     async with running(medstream):
         await publish(
@@ -108,8 +165,12 @@ async def test_a_reminder_reaches_webhook_and_email(
                 {"kind": "email", "target": "patient@example.org"},
             ),
         )
-        slot = slot_in(4)
+        # An hour ahead, so the schedule is in place however slowly it is handled; then the
+        # clock brings the slot to a second from now.
+        slot = (clock() + timedelta(hours=1)).replace(microsecond=0)
         await schedule_reminder(settings, events, slot)
+        await known(medstream, events, schedule="m1")
+        clock.reach_in(slot, 1.0)
         delivered = await outcomes(settings, 2)
 
     assert sorted((o["channel"], o["status"], o["attempts"]) for o in delivered) == [
@@ -147,11 +208,16 @@ async def test_a_reminder_reaches_webhook_and_email(
 async def test_retries_then_one_delivery_and_a_dead_endpoint_fails_alone(
     settings: Settings, receiver: Receiver
 ) -> None:
-    settings = notifier_settings(settings)
+    # A long request timeout: the dead endpoint's first attempt is held open (below).
+    settings = notifier_settings(settings).model_copy(update={"notify_timeout_seconds": 30.0})
     await ensure_topics(settings)
     medstream = create_app(settings)
+    clock = shifted(medstream)
     flaky, dead, healthy = Events("p-flaky"), Events("p-dead"), Events("p-healthy")
     receiver.failures_left = {"p-flaky": 2, "p-dead": -1}  # -1: fails for ever
+    # The dead endpoint answers (its 500) only once the healthy patient's reminder arrived: a
+    # notifier that waited for the dead endpoint would send that reminder after every retry.
+    receiver.waits_for = {"p-dead": "p-healthy"}
     async with running(medstream):
         for events in (flaky, dead, healthy):
             await publish(
@@ -161,11 +227,13 @@ async def test_retries_then_one_delivery_and_a_dead_endpoint_fails_alone(
                     events, {"kind": "webhook", "target": f"{receiver.url}/{events.patient_id}"}
                 ),
             )
-        slot = slot_in(4)
+        slot = (clock() + timedelta(hours=1)).replace(microsecond=0)
         for events in (flaky, dead, healthy):
             await schedule_reminder(settings, events, slot)
-        results = await outcomes(settings, 3, timeout=40)
-        alerts = values(await consume(settings, settings.topic_name("admin-alerts"), 1, 10))
+        await known(medstream, flaky, dead, healthy, schedule="m1")
+        clock.reach_in(slot, 1.0)
+        results = await outcomes(settings, 3, timeout=60)
+        alerts = values(await consume(settings, settings.topic_name("admin-alerts"), 1, 30))
 
     by_patient = {o["patient_id"]: o for o in results}
     assert by_patient["p-flaky"]["status"] == "delivered"
@@ -181,7 +249,7 @@ async def test_retries_then_one_delivery_and_a_dead_endpoint_fails_alone(
     # The healthy patient's reminder was not held back by the dead endpoint's retries.
     assert by_patient["p-healthy"]["status"] == "delivered"
     (arrival,) = receiver.arrivals["p-healthy"]
-    assert arrival - slot.timestamp() < 1.5
+    assert arrival < max(receiver.arrivals["p-dead"])
 
 
 async def test_a_refill_alert_in_quiet_hours_waits_until_they_end(
@@ -192,14 +260,23 @@ async def test_a_refill_alert_in_quiet_hours_waits_until_they_end(
     medstream = create_app(settings)
     events = Events("p-quiet")
     zone = __import__("zoneinfo").ZoneInfo("Europe/Berlin")
-    now = datetime.now(zone)
-    quiet_end = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    if quiet_end - now < timedelta(seconds=20):  # time to see the alert held back first
-        quiet_end += timedelta(minutes=1)
+    # The notifier's clock stands still inside the quiet hours until the test ends them.
+    now = (datetime.now(zone) + timedelta(minutes=1)).replace(second=30, microsecond=0)
+    quiet_end = now.replace(second=0) + timedelta(minutes=1)
+    clock = SteppedClock(now.astimezone(UTC))
+    medstream.notifier.clock = clock
     quiet = {
         "start": (now - timedelta(hours=1)).strftime("%H:%M"),
         "end": quiet_end.strftime("%H:%M"),
     }
+    ledger = medstream.notifier.ledger
+
+    def deferred() -> bool:
+        return any(
+            value.get("patient_id") == "p-quiet" and value.get("status") == "deferred"
+            for _key, value in ledger.items()
+        )
+
     async with running(medstream):
         await publish(
             settings,
@@ -208,23 +285,27 @@ async def test_a_refill_alert_in_quiet_hours_waits_until_they_end(
                 events, {"kind": "webhook", "target": f"{receiver.url}/p-quiet"}, quiet_hours=quiet
             ),
         )
-        await asyncio.sleep(1)
+        await known(medstream, events)
         # Out of supply at once: a refill alert, which is not urgent.
         await publish(
             settings,
             "medication-events",
             events.prescribed("m1", "Atorvastatin", supply_quantity=0),
         )
-        await asyncio.sleep(3)
+        await wait_for(deferred)  # held back until the quiet hours end
         assert receiver.for_path("p-quiet") == []  # still quiet
-        results = await outcomes(settings, 2, timeout=90)
+        quiet_ended = time.time()
+        clock.move_to(quiet_end.astimezone(UTC))
+        (result,) = await outcomes(settings, 1, timeout=60)
+        # Then nothing else: the delivery above is the positive control of this check.
+        results = await outcomes(settings, 2, timeout=3)
 
+    assert result["status"] == "delivered"
     delivered = [o for o in results if o["status"] == "delivered"]
     assert {o["source_event_type"] for o in delivered} == {"RefillAlert"}
     arrivals = receiver.arrivals["p-quiet"]
     assert arrivals
-    assert min(arrivals) >= quiet_end.timestamp()
-    assert min(arrivals) - quiet_end.timestamp() < 3.0
+    assert min(arrivals) >= quiet_ended
 
 
 async def test_replaying_the_alert_topics_delivers_nothing_twice(
@@ -240,19 +321,32 @@ async def test_replaying_the_alert_topics_delivers_nothing_twice(
             "patient-events",
             contact(events, {"kind": "webhook", "target": f"{receiver.url}/p-replay"}),
         )
-        await asyncio.sleep(1)
+        await known(medstream, events)
         await publish(
             settings,
             "medication-events",
             events.prescribed("w", "Warfarin", rxnorm_code="11289", supply_quantity=0),
             events.prescribed("a", "Aspirin", rxnorm_code="1191"),
         )
-        first = await outcomes(settings, 3)
+        # The refill alert and the interaction warning, each delivered once.
+        first = await outcomes(settings, 2)
+        alert_types = ("RefillAlert", "InteractionWarning")
+        alerts = {
+            topic: await everything(settings, settings.topic_name(topic))
+            for topic in ("refill-alerts", "interaction-warnings")
+        }
+        replayed = sum(len(records) for records in alerts.values())
+        assert replayed
+        # Every alert handled and every delivery finished: the first outcomes are all there.
+        await wait_for(lambda: settled(medstream, *alert_types) >= replayed, 60)
+        await wait_for(lambda: not medstream.notifier.running, 60)
+        first = await outcomes(settings, len(first) + 1, timeout=3)
         # Replay: every record of the alert topics again, as an operator would after an outage.
-        for topic in ("refill-alerts", "interaction-warnings"):
-            records = await consume(settings, settings.topic_name(topic), 10, 3)
+        settled_before = settled(medstream, *alert_types)
+        for topic, records in alerts.items():
             await produce(settings, settings.topic_name(topic), [(r.key, r.value) for r in records])
-        await asyncio.sleep(5)
+        # The positive control: the notifier has handled every replayed alert.
+        await wait_for(lambda: settled(medstream, *alert_types) >= settled_before + replayed, 60)
         after = await outcomes(settings, len(first) + 1, timeout=3)
 
     assert len(after) == len(first)
@@ -278,7 +372,7 @@ async def test_replaying_a_day_of_medication_events_creates_no_new_notification(
                     events, {"kind": "webhook", "target": f"{receiver.url}/{events.patient_id}"}
                 ),
             )
-        await asyncio.sleep(1)
+        await known(medstream, *patients)
         day: list[dict[str, Any]] = []
         for events in patients:
             day += [
@@ -303,6 +397,19 @@ async def test_replaying_a_day_of_medication_events_creates_no_new_notification(
                     return seen
                 seen = latest
 
+        # Before counting what was notified: the day handled, then every alert it raised
+        # handled by the notifier and delivered; only then can nothing more be on its way.
+        await wait_for(
+            lambda: settled(medstream, "MedicationPrescribed", "DoseTaken") >= len(day), 60
+        )
+        alerts = 0
+        for topic in ("refill-alerts", "interaction-warnings"):
+            alerts += len(await everything(settings, settings.topic_name(topic)))
+        assert alerts
+        await wait_for(
+            lambda: settled(medstream, "RefillAlert", "InteractionWarning") >= alerts, 60
+        )
+        await wait_for(lambda: not medstream.notifier.running, 60)
         before = await settled_outcomes()
         requests_before = len(receiver.requests)
         assert before
