@@ -180,6 +180,10 @@ def crash_aware_supervisor(liveness: Liveness) -> type[OneForOneSupervisor]:
 
     class CrashAwareSupervisor(OneForOneSupervisor):
         async def restart_service(self, service: ServiceT) -> None:
+            if liveness.fatal is not None:
+                # The worker is stopping; mode calls this again for the dead actor every few
+                # seconds, and that is no new crash to count or report.
+                return
             reason = service.crash_reason
             agent = getattr(getattr(service, "agent", None), "name", None) or "agent"
             crashed = reason is not None and not isinstance(reason, asyncio.CancelledError)

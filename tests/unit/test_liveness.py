@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from streams.observability.liveness import Liveness, PartitionPosition
+import asyncio
+from types import SimpleNamespace
+
+from mode import OneForOneSupervisor, Service, ServiceT
+
+from streams.observability.liveness import Liveness, PartitionPosition, crash_aware_supervisor
 
 
 class Clock:
@@ -92,3 +97,56 @@ def test_a_partition_no_longer_assigned_is_forgotten() -> None:
     assert health.stalled()
     health.observe([])
     assert health.partitions() == {}
+
+
+class Actor(Service):
+    """Stands for a Faust actor: a mode service that knows its agent."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.agent = SimpleNamespace(name=name)
+
+
+async def test_the_supervisor_restarts_a_first_crash_and_stops_restarting_at_a_second() -> None:
+    clock = Clock()
+    health = liveness(clock)
+    told: list[str] = []
+    health.on_fatal.append(told.append)
+    replaced: list[Actor] = []
+
+    async def replacement(service: ServiceT, index: int) -> ServiceT:
+        # What Faust's agent passes: a new actor on the same stream.
+        new = Actor("notify-alerts")
+        replaced.append(new)
+        return new
+
+    supervisor = crash_aware_supervisor(health)(replacement=replacement)
+    assert isinstance(supervisor, OneForOneSupervisor)
+    first = Actor("notify-alerts")
+    supervisor.add(first)
+
+    # A rebalance cancels actors and Faust "restarts" them: no crash.
+    first._crash(asyncio.CancelledError())
+    await supervisor.restart_service(first)
+    assert len(replaced) == 1
+    assert health.crashes == {}
+
+    # mode's restart bucket holds one token, refilled at 100 a second: wait for it.
+    await asyncio.sleep(0.1)
+    replaced[-1]._crash(KeyError("p-1"))
+    await supervisor.restart_service(replaced[-1])
+    assert len(replaced) == 2
+    assert health.agents_down() == {"notify-alerts": "KeyError"}
+    assert told == []
+
+    clock.now += 10
+    dead = replaced[-1]
+    dead._crash(KeyError("p-2"))
+    await asyncio.sleep(0.1)
+    await supervisor.restart_service(dead)
+    assert len(replaced) == 2, "restarted after a fatal crash"
+    assert told == ["agent notify-alerts crashed again (KeyError)"]
+    # mode looks at the dead actor again every few seconds: nothing new is counted or told.
+    await supervisor.restart_service(dead)
+    assert len(replaced) == 2
+    assert told == ["agent notify-alerts crashed again (KeyError)"]
