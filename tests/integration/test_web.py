@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]  # no type stubs in the environment
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -141,3 +142,57 @@ async def test_health_ready_and_metrics_of_the_running_app(settings: Settings) -
 
         await wait_for(reflected)
         assert medstream.stats.consumed[input_topic] == len(patients)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses this process listens on at ``port`` (TCP, IPv4 and IPv6)."""
+    return {
+        connection.laddr.ip
+        for connection in psutil.Process().net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
+
+
+async def test_the_web_server_listens_on_web_host_only_and_serves_no_faust_page(
+    settings: Settings,
+) -> None:
+    port = free_port()
+    # Not 127.0.0.1 (Faust's web_host default is the machine's name, its bind 0.0.0.0): a
+    # listener on this address can only come from the setting.
+    host = "127.0.0.2"
+    settings = settings.model_copy(update={"web_enabled": True, "web_port": port, "web_host": host})
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    base = f"http://{host}:{port}"
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with running(medstream), aiohttp.ClientSession(timeout=timeout) as http:
+        assert listening_addresses(port) == {host}
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with http.get(f"http://127.0.0.1:{port}/health"):
+                pass
+
+        async def ready() -> bool:
+            async with http.get(f"{base}/ready") as response:
+                return response.status == 200
+
+        await wait_for(ready, timeout=60)
+        async with http.get(f"{base}/health") as response:
+            assert response.status == 200
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 200
+            assert "medstream_events_consumed" in await response.text()
+        for path in (
+            "/table/",
+            "/table/state-by-patient/",
+            "/table/state-by-patient/p-web-1/",
+            "/router/",
+            "/router/topics",
+            "/router/state-by-patient/",
+            "/router/state-by-patient/p-web-1/",
+            "/stats/",
+            "/stats/assignment/",
+            "/graph/",
+            "/metrics/",
+        ):
+            async with http.get(f"{base}{path}") as response:
+                assert response.status == 404, path
