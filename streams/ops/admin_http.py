@@ -99,6 +99,14 @@ def describe_errors(error: ValidationError) -> str:
 class BadRequestError(ValueError):
     """A body the endpoint refuses with 400; the message names no value of it."""
 
+    status = 400
+
+
+class BodyTooLargeError(BadRequestError):
+    """A body over :data:`ADMIN_BODY_MAX_BYTES`: 413, as aiohttp itself would answer."""
+
+    status = 413
+
 
 async def read_body(request: Request, model: type[_Body]) -> Any:
     """The request's body validated against ``model``; :class:`BadRequestError` otherwise."""
@@ -106,9 +114,9 @@ async def read_body(request: Request, model: type[_Body]) -> Any:
         # aiohttp's request under Faust's; it enforces client_max_size (the app factory sets it).
         raw = await request.read()
     except aiohttp_web.HTTPRequestEntityTooLarge:
-        raise BadRequestError(f"the body is larger than {ADMIN_BODY_MAX_BYTES} bytes") from None
+        raise BodyTooLargeError(f"the body is larger than {ADMIN_BODY_MAX_BYTES} bytes") from None
     if len(raw) > ADMIN_BODY_MAX_BYTES:
-        raise BadRequestError(f"the body is larger than {ADMIN_BODY_MAX_BYTES} bytes")
+        raise BodyTooLargeError(f"the body is larger than {ADMIN_BODY_MAX_BYTES} bytes")
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as error:
@@ -153,7 +161,7 @@ def install_admin(app: faust.App, settings: Settings) -> None:
                 agent_topics(app, settings), given.names("topics"), given.names("agents")
             )
         except ValueError as error:
-            return view.json({"error": str(error)}, status=400)
+            return view.json({"error": str(error)}, status=getattr(error, "status", 400))
         if not targets:
             return view.json({"error": "name at least one of topics or agents"}, status=400)
         await ensure_topics(settings, (CONTROL, AUDIT_LOG))
@@ -178,7 +186,7 @@ def install_admin(app: faust.App, settings: Settings) -> None:
             try:
                 given: ReplayRequest = await read_body(request, ReplayRequest)
             except BadRequestError as error:
-                return self.json({"error": str(error)}, status=400)
+                return self.json({"error": str(error)}, status=error.status)
             args = given.arguments()
             problem = check_replay(args)
             if problem:
