@@ -527,7 +527,7 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     agents = agent_topics(create_app(settings).app, settings)
     consumed = [topic for topics in agents.values() for topic in topics]
-    status = await gather_status(settings, consumed, EVERY_TOPIC)
+    status = await gather_status(settings, consumed, EVERY_TOPIC, args.stall_sample)
     if args.json:
         print(json.dumps(status.as_json(), indent=2))
     else:
@@ -629,6 +629,14 @@ def add_ops_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         help="consumer-group lag per partition, events in and out, dead letters, deliveries",
     )
     status.add_argument("--json", action="store_true", help="one JSON document")
+    status.add_argument(
+        "--stall-sample",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="read the group's offsets again after this long; a partition with lag whose "
+        "committed offset did not move is stalled (default 5; 0: one reading, no check)",
+    )
     status.set_defaults(handler=_cmd_status)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,16 +30,31 @@ from streams.topics import DEAD_LETTERS, NOTIFICATIONS, TopicSpec
 
 @dataclass(frozen=True)
 class PartitionStatus:
-    """One consumed partition: its end offset, the group's committed offset and the lag."""
+    """One consumed partition: its end offset, the group's committed offset and the lag.
+
+    ``stalled`` compares two samples of the group's offsets taken ``--stall-sample`` seconds
+    apart: True when the partition had lag at both and its committed offset did not move,
+    and it is not paused; None when only one sample was taken.
+    """
 
     topic: str
     partition: int
     end: int
     committed: int | None
+    stalled: bool | None = None
+    paused: bool = False
 
     @property
     def lag(self) -> int:
         return self.end - (self.committed or 0)
+
+    @property
+    def progress(self) -> str:
+        if self.paused:
+            return "paused"
+        if self.stalled is None:
+            return "-"
+        return "stalled" if self.stalled else "ok"
 
 
 @dataclass
@@ -50,6 +67,12 @@ class Status:
     dead_letters: Counter[str] = field(default_factory=Counter)
     deliveries: Counter[str] = field(default_factory=Counter)
     paused: list[str] = field(default_factory=list)
+    # Seconds between the two samples of the group's offsets (0: one sample, no stall check).
+    stall_sample: float = 0.0
+
+    @property
+    def stalled(self) -> list[PartitionStatus]:
+        return [p for p in self.consumed if p.stalled]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -60,9 +83,12 @@ class Status:
                     "end_offset": p.end,
                     "committed": p.committed,
                     "lag": p.lag,
+                    "stalled": p.stalled,
+                    "paused": p.paused,
                 }
                 for p in self.consumed
             ],
+            "stall_sample_seconds": self.stall_sample,
             "records": self.records,
             "dead_letters_by_reason": dict(self.dead_letters),
             "deliveries_by_outcome": dict(self.deliveries),
@@ -71,12 +97,25 @@ class Status:
 
     def as_text(self, group: str) -> str:
         lag = format_table(
-            ["topic", "partition", "end offset", "committed", "lag"],
+            ["topic", "partition", "end offset", "committed", "lag", "progress"],
             [
-                [p.topic, str(p.partition), str(p.end), str(p.committed or "-"), str(p.lag)]
+                [
+                    p.topic,
+                    str(p.partition),
+                    str(p.end),
+                    str(p.committed if p.committed is not None else "-"),
+                    str(p.lag),
+                    p.progress,
+                ]
                 for p in self.consumed
             ],
         )
+        if self.stall_sample:
+            stalled = ", ".join(f"{p.topic}[{p.partition}]" for p in self.stalled) or "none"
+            lag += (
+                f"\nstalled (lag, committed offset unmoved for {self.stall_sample:g}s, "
+                f"not paused): {stalled}"
+            )
         records = format_table(
             ["topic", "records"], [[name, str(n)] for name, n in self.records.items()]
         )
@@ -95,11 +134,23 @@ class Status:
 
 
 async def gather_status(
-    settings: Settings, consumed: Iterable[str], every_topic: Iterable[TopicSpec]
+    settings: Settings,
+    consumed: Iterable[str],
+    every_topic: Iterable[TopicSpec],
+    stall_sample: float = 0.0,
 ) -> Status:
-    """Read the cluster: ``consumed`` are the base names of the topics the agents read."""
+    """Read the cluster: ``consumed`` are the base names of the topics the agents read.
+
+    With ``stall_sample`` > 0 the group's committed offsets and the end offsets are read a
+    second time that many seconds after the first (the rest of the status is gathered in
+    between) to tell which partitions are stalled. Status runs outside the workers, so the
+    committed offset is its measure of progress: a worker commits every few seconds
+    (Faust's commit interval, 2.8 s) while it makes progress, so a sample shorter than that
+    can call a working partition stalled.
+    """
     options = client_options(settings)
-    status = Status()
+    status = Status(stall_sample=stall_sample)
+    names = {settings.topic_name(topic) for topic in consumed}
     consumer = new_consumer(options)
     await consumer.start()
     try:
@@ -109,23 +160,39 @@ async def gather_status(
             found = await consumer.end_offsets(partitions)
             ends.update(found)
             status.records[spec.base_name] = sum(found.values())
-        committed = await _committed(settings)
-        names = {settings.topic_name(topic) for topic in consumed}
-        status.consumed = [
-            PartitionStatus(tp.topic, tp.partition, end, committed.get(tp))
-            for tp, end in sorted(ends.items())
-            if tp.topic in names
-        ]
+        first = await _committed(settings)
+        sampled_at = time.monotonic()
         status.dead_letters = await _count(
             settings, consumer, DEAD_LETTERS, lambda event: str(event.get("error_type"))
         )
         status.deliveries = await _count(
             settings, consumer, NOTIFICATIONS, lambda event: str(event.get("status"))
         )
+        state = await read_pause_state(settings)
+        status.paused = sorted(topic for topic, command in state.items() if command.paused)
+        paused = {settings.topic_name(topic) for topic in status.paused}
+        consumed_ends = {tp: end for tp, end in sorted(ends.items()) if tp.topic in names}
+        if stall_sample <= 0:
+            status.consumed = [
+                PartitionStatus(
+                    tp.topic, tp.partition, end, first.get(tp), None, tp.topic in paused
+                )
+                for tp, end in consumed_ends.items()
+            ]
+            return status
+        await asyncio.sleep(max(0.0, sampled_at + stall_sample - time.monotonic()))
+        second = await _committed(settings)
+        later_ends = await consumer.end_offsets(list(consumed_ends))
     finally:
         await consumer.stop()
-    state = await read_pause_state(settings)
-    status.paused = sorted(topic for topic, command in state.items() if command.paused)
+    for tp, end in consumed_ends.items():
+        before, after = first.get(tp), second.get(tp)
+        had_lag = end > (before or 0)
+        is_paused = tp.topic in paused
+        stalled = had_lag and after == before and not is_paused
+        status.consumed.append(
+            PartitionStatus(tp.topic, tp.partition, later_ends[tp], after, stalled, is_paused)
+        )
     return status
 
 
