@@ -79,7 +79,7 @@ async def test_worker_logs_are_single_redacted_json_lines(
     assert EMAIL not in text
     assert "7946" not in text
     messages = [entry["message"] for entry in entries]
-    assert messages.count("[^Worker]: Ready") == 1
+    assert messages.count("[^BoundedWorker]: Ready") == 1
     duplicates = [line for line, count in Counter(lines).items() if count > 1]
     assert not duplicates
     console = [message for message in messages if message.startswith("[medstream → ")]
