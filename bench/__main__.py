@@ -23,7 +23,9 @@ from bench import (
     memory,
     pipeline,
     punctuality,
+    quix_peer,
     recovery,
+    scale_out,
 )
 from bench.harness import (
     FULL,
@@ -43,6 +45,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "baseline": baseline.run,
     "faust-floor": faust_floor.run,
     "pipeline": pipeline.run,
+    # After the pipeline: it prints medstream / peer from the pipeline's figure of this run.
+    "quix-peer": quix_peer.run,
+    "scale-out": scale_out.run,
     "latency": latency.run,
     "punctuality": punctuality.run,
     "codecs": codecs.run,
@@ -85,7 +90,10 @@ async def main_async(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if {"pipeline", "faust-floor"} & set(chosen) and "baseline" not in chosen:
+    if "quix-peer" in chosen and "pipeline" not in chosen:
+        chosen.insert(0, "pipeline")  # the peer is compared with medstream in the same run
+    throughput = {"pipeline", "faust-floor", "quix-peer", "scale-out"}
+    if throughput & set(chosen) and "baseline" not in chosen:
         chosen.insert(0, "baseline")  # a throughput figure is meaningless without its ceiling
     mode = "full" if args.full else "quick"
     context = Context(
