@@ -34,7 +34,6 @@ from streams.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
-REGISTRY_ATTEMPTS = 4
 SEND_RETRY_FIRST = 0.5
 SEND_RETRY_CAP = 10.0
 # Failures of the worker's own setup, not of the event: the event waits for them to pass (a
@@ -66,12 +65,6 @@ class RejectedEventError(ContractError):
     """A valid event that cannot be applied safely (e.g. older than the de-duplication window)."""
 
     error_type: ClassVar[str] = "RejectedEventError"
-
-
-class RegistryUnavailableError(ContractError):
-    """Confluent-framed input whose writer schema could not be fetched."""
-
-    error_type: ClassVar[str] = "SchemaRegistryUnavailableError"
 
 
 class BatchFullError(Exception):
@@ -398,19 +391,28 @@ class Intake:
 
     async def _decode(self, value: bytes | None, topic: str) -> Event:
         allowed = self.allowed_types.get(topic)
-        for attempt in range(REGISTRY_ATTEMPTS):
+        waits = waits_before_retrying()
+        while True:
             try:
                 return self.decoder.decode(value, allowed, topic)
             except SchemaNotCachedError as missing:
                 if self.registry is None:
                     raise
                 try:
+                    # An id the registry does not know raises DecodeError: the record's fault.
                     await self.registry.fetch(missing.schema_id)
                 except ConnectionError as error:
-                    if attempt == REGISTRY_ATTEMPTS - 1:
-                        raise RegistryUnavailableError(str(error)) from None
-                    await asyncio.sleep(0.5 * 2**attempt)
-        raise RegistryUnavailableError("schema registry gave no schema")
+                    # The registry down is the worker's fault, not the record's: dead-lettering
+                    # would send every Confluent-framed record of the outage there.
+                    delay = next(waits)
+                    log.error(
+                        "decoding waits: schema id %d not fetched (%s); the partition waits, "
+                        "trying again in %.1fs",
+                        missing.schema_id,
+                        error,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
 
     async def _dead_letter(self, message: Any, failure: Failure) -> None:
         error_type = failure.error_type

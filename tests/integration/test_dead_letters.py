@@ -155,12 +155,18 @@ async def test_a_mix_of_good_and_bad_input(settings: Settings) -> None:
 
 
 @pytest.fixture
-async def schema_registry() -> AsyncIterator[str]:
-    """A real HTTP server answering the schema registry's GET /schemas/ids/{id}."""
+async def schema_registry() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A real HTTP server answering the schema registry's GET /schemas/ids/{id}; its second
+    item says how many requests to come fail with 503 (an outage)."""
     dose_schema = default_catalog().by_name("DoseTaken")
     assert dose_schema is not None
 
+    outage = {"left": 0}
+
     async def schema_by_id(request: web.Request) -> web.Response:
+        if outage["left"]:
+            outage["left"] -= 1
+            return web.json_response({"message": "unavailable"}, status=503)
         if request.match_info["schema_id"] != "42":
             return web.json_response({"error_code": 40403, "message": "not found"}, status=404)
         return web.json_response({"schema": json.dumps(dose_schema.source)})
@@ -173,15 +179,19 @@ async def schema_registry() -> AsyncIterator[str]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", outage
     finally:
         await runner.cleanup()
 
 
 async def test_confluent_framing_resolves_through_a_schema_registry(
-    settings: Settings, schema_registry: str
+    settings: Settings, schema_registry: tuple[str, dict[str, int]]
 ) -> None:
-    settings = settings.model_copy(update={"schema_registry_url": schema_registry})
+    url, outage = schema_registry
+    # The registry is down for its first answers: the records wait for it, none is
+    # dead-lettered for an outage that was not its fault.
+    outage["left"] = 3
+    settings = settings.model_copy(update={"schema_registry_url": url})
     await ensure_topics(settings)
     medstream = create_app(settings)
     dose_schema = default_catalog().by_name("DoseTaken")
@@ -202,6 +212,7 @@ async def test_confluent_framing_resolves_through_a_schema_registry(
             await consume(settings, settings.topic_name("dead-letters"), count=1)
         )
     assert [d.error_message for d in dead] == ["schema id 43 is unknown to the schema registry"]
+    assert outage["left"] == 0
 
 
 async def test_outputs_can_be_avro(settings: Settings) -> None:
