@@ -33,7 +33,6 @@ from streams.topics import (
     ADMIN_ALERTS,
     AUDIT_LOG,
     DEAD_LETTERS,
-    INPUT_TOPICS,
     INTERACTION_WARNINGS,
     MEDICATION_EVENTS,
     MEDICATION_REMINDERS,
@@ -44,6 +43,16 @@ from streams.topics import (
     SCHEDULE_EVENTS,
     TopicSpec,
     topic_names,
+)
+from streams.topology import (
+    APPLY_PATIENT_EVENTS,
+    DELIVERY_LEDGER_TABLE,
+    NOTIFY_ALERTS,
+    RECORD_DELIVERIES,
+    RECORD_REMINDERS,
+    RELEASE_DEFERRED_NOTIFICATIONS,
+    AgentSpec,
+    pausable_topics,
 )
 
 
@@ -136,9 +145,23 @@ def create_app(settings: Settings) -> Medstream:
     )
     install_transport(app)
 
+    declared: dict[TopicSpec, faust.TopicT] = {}
+
     def declare(spec: TopicSpec) -> faust.TopicT:
-        return app.topic(
+        declared[spec] = app.topic(
             settings.topic_name(spec.base_name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.topic_partitions,
+        )
+        return declared[spec]
+
+    def reads(agent: AgentSpec) -> faust.TopicT:
+        """The channel of ``agent``: the topics the topology says it reads."""
+        if len(agent.reads) == 1:
+            return declared[agent.reads[0]]
+        return app.topic(
+            *topic_names(settings, agent.reads),
             key_type=bytes,
             value_type=bytes,
             partitions=settings.topic_partitions,
@@ -170,28 +193,25 @@ def create_app(settings: Settings) -> Medstream:
         emitter=emitter,
         dead_letters_topic=topics.dead_letters_topic,
         allowed_types={
-            settings.topic_name(spec.base_name): spec.event_types for spec in INPUT_TOPICS
+            settings.topic_name(spec.base_name): spec.event_types
+            for spec in APPLY_PATIENT_EVENTS.reads
         },
         stats=stats,
         registry=registry,
         metrics=metrics,
-        agent="apply-patient-events",
+        agent=APPLY_PATIENT_EVENTS.name,
         batch_max_events=settings.batch_max_events,
         batch_window_seconds=settings.batch_window_ms / 1000,
         dead_letter_max_value_bytes=settings.dead_letter_max_value_bytes,
     )
-    input_topic = app.topic(
-        *topic_names(settings, INPUT_TOPICS),
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.topic_partitions,
-    )
 
-    def intake_for(agent: str, *specs: TopicSpec) -> Intake:
+    def intake_for(agent: AgentSpec) -> Intake:
         return replace(
             intake,
-            agent=agent,
-            allowed_types={settings.topic_name(spec.base_name): spec.event_types for spec in specs},
+            agent=agent.name,
+            allowed_types={
+                settings.topic_name(spec.base_name): spec.event_types for spec in agent.reads
+            },
         )
 
     store = declare_patient_tables(
@@ -206,7 +226,7 @@ def create_app(settings: Settings) -> Medstream:
         app=app,
         settings=settings,
         patient_state=store.state,
-        ledger=declare_table(app, settings, "deliveries-by-notification"),
+        ledger=declare_table(app, settings, DELIVERY_LEDGER_TABLE),
         emitter=emitter,
         notifications_topic=topics.notifications_topic,
         admin_alerts_topic=topics.admin_alerts_topic,
@@ -218,15 +238,12 @@ def create_app(settings: Settings) -> Medstream:
         app,
         settings=settings,
         notifier=notifier,
-        alerts_topic=app.topic(
-            *topic_names(settings, (REFILL_ALERTS, INTERACTION_WARNINGS)),
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.topic_partitions,
-        ),
-        notifications_intake=intake_for("record-deliveries", NOTIFICATIONS),
-        alerts_intake=intake_for("notify-alerts", REFILL_ALERTS, INTERACTION_WARNINGS),
-        releases_intake=intake_for("release-deferred-notifications", NOTIFICATION_RELEASES),
+        alerts_topic=reads(NOTIFY_ALERTS),
+        notifications_source=reads(RECORD_DELIVERIES),
+        releases_source=reads(RELEASE_DEFERRED_NOTIFICATIONS),
+        notifications_intake=intake_for(RECORD_DELIVERIES),
+        alerts_intake=intake_for(NOTIFY_ALERTS),
+        releases_intake=intake_for(RELEASE_DEFERRED_NOTIFICATIONS),
     )
     knowledge_base = InteractionKnowledgeBase.load_default()
     if settings.interactions_ddinter_csv is not None:
@@ -234,11 +251,12 @@ def create_app(settings: Settings) -> Medstream:
     patients = install_patient_agents(
         app,
         settings=settings,
-        input_topic=input_topic,
+        input_topic=reads(APPLY_PATIENT_EVENTS),
         input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
         reminders_topic=topics.medication_reminders_topic,
+        reminders_source=reads(RECORD_REMINDERS),
         intake=intake,
-        reminders_intake=intake_for("record-reminders", MEDICATION_REMINDERS),
+        reminders_intake=intake_for(RECORD_REMINDERS),
         store=store,
         notify=notifier.handle,
         notify_batch_end=notifier.start_planned,
@@ -247,7 +265,7 @@ def create_app(settings: Settings) -> Medstream:
             grace=timedelta(minutes=settings.reminder_grace_minutes),
         ),
     )
-    install_control(app, settings)
+    install_control(app, settings, pausable_topics())
     liveness.agents.update(app.agents)
     install_liveness(app, liveness)
     install_web(app, metrics, default_readiness(app, liveness), dict(app.tables.items()), liveness)

@@ -59,6 +59,12 @@ from streams.notify.policy import backoff_delays, delivery_targets, is_urgent, q
 from streams.notify.targets import TargetPolicy
 from streams.observability import tracing
 from streams.settings import Settings
+from streams.topology import (
+    NOTIFY_ALERTS,
+    RECORD_DELIVERIES,
+    RELEASE_DEFERRED_NOTIFICATIONS,
+    RESUME_NOTIFICATIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -637,25 +643,30 @@ def install_notifier(
     settings: Settings,
     notifier: Notifier,
     alerts_topic: faust.TopicT,
+    notifications_source: faust.TopicT,
+    releases_source: faust.TopicT,
     notifications_intake: Intake,
     alerts_intake: Intake,
     releases_intake: Intake,
 ) -> None:
-    """Declare the notifier's agents and timer (reminders reach it through record-reminders)."""
+    """Declare the notifier's agents and timer, named as in ``streams.topology``; the topics
+    are the agents' channels (reminders reach the notifier through record-reminders)."""
 
-    @app.agent(alerts_topic, name="notify-alerts")
+    @app.agent(alerts_topic, name=NOTIFY_ALERTS.name)
     async def notify_alerts(stream: faust.StreamT[Any]) -> None:
         await alerts_intake.run(stream, notifier.handle, notifier.start_planned)
 
-    @app.agent(notifier.notifications_topic, name="record-deliveries")
+    @app.agent(notifications_source, name=RECORD_DELIVERIES.name)
     async def record_deliveries(stream: faust.StreamT[Any]) -> None:
         await notifications_intake.run(stream, notifier.record_outcome)
 
-    @app.agent(notifier.releases_topic, name="release-deferred-notifications")
+    @app.agent(releases_source, name=RELEASE_DEFERRED_NOTIFICATIONS.name)
     async def release_deferred(stream: faust.StreamT[Any]) -> None:
         await releases_intake.run(stream, notifier.release, notifier.start_planned)
 
-    @app.timer(interval=1.0, on_leader=False)  # type: ignore[untyped-decorator]
+    @app.timer(  # type: ignore[untyped-decorator]
+        interval=1.0, on_leader=False, name=RESUME_NOTIFICATIONS.name
+    )
     async def resume_notifications() -> None:
         await notifier.tick()
 

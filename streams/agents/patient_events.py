@@ -63,6 +63,7 @@ from streams.faust_transport import AcknowledgedTable, acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.settings import Settings
+from streams.topology import APPLY_PATIENT_EVENTS, FIRE_DUE_REMINDERS, RECORD_REMINDERS
 
 log = logging.getLogger(__name__)
 
@@ -697,17 +698,19 @@ def install_patient_agents(
     reminders_topic: faust.TopicT,
     intake: Intake,
     reminders_intake: Intake,
+    reminders_source: faust.TopicT,
     rules: PatientRules,
     store: PatientStore,
     notify: Handler | None = None,
     notify_batch_end: Callable[[], Awaitable[None]] | None = None,
     clock: Clock = utc_now,
 ) -> PatientAgents:
-    """Declare the two agents and the timer.
+    """Declare the two agents and the timer, named as in ``streams.topology``.
 
-    ``notify`` receives every ReminderDue and DoseMissed once recorded (the notifier), and
-    ``notify_batch_end`` is called at the end of each batch: one agent per topic, because two
-    agents on one topic race for its offsets.
+    ``input_topic`` and ``reminders_source`` are the agents' channels (the topology's reads);
+    the timer writes ``reminders_topic``. ``notify`` receives every ReminderDue and DoseMissed
+    once recorded (the notifier), and ``notify_batch_end`` is called at the end of each batch:
+    one agent per topic, because two agents on one topic race for its offsets.
     """
     queue = ReminderQueue()
     # The answer window and how long answers are kept follow the settings, whoever built the
@@ -756,15 +759,17 @@ def install_patient_agents(
         if notify_batch_end is not None:
             await notify_batch_end()
 
-    @app.agent(input_topic, name="apply-patient-events")
+    @app.agent(input_topic, name=APPLY_PATIENT_EVENTS.name)
     async def apply_patient_events(stream: faust.StreamT[Any]) -> None:
         await intake.run(stream, processor.handle, store.write_back)
 
-    @app.agent(reminders_topic, name="record-reminders")
+    @app.agent(reminders_source, name=RECORD_REMINDERS.name)
     async def record_reminders(stream: faust.StreamT[Any]) -> None:
         await reminders_intake.run(stream, record, finish_recording)
 
-    @app.timer(interval=settings.reminder_tick_seconds, on_leader=False)  # type: ignore[untyped-decorator]
+    @app.timer(  # type: ignore[untyped-decorator]
+        interval=settings.reminder_tick_seconds, on_leader=False, name=FIRE_DUE_REMINDERS.name
+    )
     async def fire_due_reminders() -> None:
         await timer.tick()
 

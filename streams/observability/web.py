@@ -11,6 +11,7 @@ from faust.web import Request, Response, View
 from streams.agents.runtime import tables_recovered
 from streams.observability.liveness import Liveness, positions_of
 from streams.observability.metrics import CONTENT_TYPE_LATEST, Metrics, collect_from_app
+from streams.topology import SAMPLE_PARTITION_PROGRESS
 
 Readiness = Callable[[], tuple[bool, str]]
 
@@ -41,7 +42,9 @@ def install_liveness(app: faust.App, liveness: Liveness) -> None:
     requests too (a stall is "no progress for N seconds", which sparse requests cannot tell)."""
     interval = max(0.2, min(5.0, liveness.stall_seconds / 10))
 
-    @app.timer(interval=interval, on_leader=False)  # type: ignore[untyped-decorator]
+    @app.timer(  # type: ignore[untyped-decorator]
+        interval=interval, on_leader=False, name=SAMPLE_PARTITION_PROGRESS.name
+    )
     async def sample_partition_progress() -> None:
         liveness.observe(positions_of(app))
 

@@ -15,9 +15,10 @@ from faust.web import Request, Response, View
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.ops.commands import audit_replay, check_replay, replay, replay_arguments
-from streams.ops.control import agent_topics, pause_targets, send_pause_commands
+from streams.ops.control import send_pause_commands
 from streams.settings import Settings
 from streams.topics import AUDIT_LOG, CONTROL, ensure_topics
+from streams.topology import pause_targets
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ def install_admin(app: faust.App, settings: Settings) -> None:
             return refused(view)
         try:
             given: PauseRequest = await read_body(request, PauseRequest)
-            targets = pause_targets(
-                agent_topics(app, settings), given.names("topics"), given.names("agents")
-            )
+            targets = pause_targets(given.names("topics"), given.names("agents"))
         except ValueError as error:
             return view.json({"error": str(error)}, status=getattr(error, "status", 400))
         if not targets:

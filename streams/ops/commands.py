@@ -21,7 +21,7 @@ from streams.contracts.models import DeadLetter
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.kafka_client import client_options
-from streams.ops.control import agent_topics, pause_targets, send_pause_commands, write_audit
+from streams.ops.control import send_pause_commands, write_audit
 from streams.ops.records import (
     DEAD_LETTER_HEADER,
     DeadLetterFilter,
@@ -51,6 +51,7 @@ from streams.topics import (
     INPUT_TOPICS,
     ensure_topics,
 )
+from streams.topology import consumed_topics, pause_targets
 
 _SEND_BATCH = 500  # sends in flight before waiting for their acknowledgements
 _REPLAY_SELECTORS = ("reason", "topic", "since", "until", "from_offset", "to_offset", "partition")
@@ -501,10 +502,8 @@ def check_replay(args: argparse.Namespace) -> str | None:
 
 
 async def _pause(args: argparse.Namespace, settings: Settings, paused: bool) -> int:
-    from streams.app import create_app  # the agents' topics come from the app's own wiring
-
-    agents = agent_topics(create_app(settings).app, settings)
-    targets = pause_targets(agents, args.topic or [], args.agent or [])
+    # From the topology, not from a built app: the command line never builds Faust's app.
+    targets = pause_targets(args.topic or [], args.agent or [])
     if not targets:
         return _fail("name at least one --topic or --agent")
     await ensure_topics(settings, (CONTROL, AUDIT_LOG))
@@ -523,11 +522,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.app import create_app
-
-    agents = agent_topics(create_app(settings).app, settings)
-    consumed = [topic for topics in agents.values() for topic in topics]
-    status = await gather_status(settings, consumed, EVERY_TOPIC, args.stall_sample)
+    status = await gather_status(settings, consumed_topics(), EVERY_TOPIC, args.stall_sample)
     if args.json:
         print(json.dumps(status.as_json(), indent=2))
     else:

@@ -57,7 +57,10 @@ class PauseCommand:
 
 
 def agent_topics(app: faust.App, settings: Settings) -> dict[str, tuple[str, ...]]:
-    """Each agent's name and the topics (base names) it consumes: what pausing it pauses."""
+    """Each agent of a built app and the topics (base names) it consumes, as wired.
+
+    The commands read ``streams.topology`` instead, which a test holds equal to this.
+    """
     return {
         name: tuple(
             topic.removeprefix(settings.topic_prefix)
@@ -65,26 +68,6 @@ def agent_topics(app: faust.App, settings: Settings) -> dict[str, tuple[str, ...
         )
         for name, agent in app.agents.items()
     }
-
-
-def pause_targets(
-    agents: Mapping[str, tuple[str, ...]], topics: Iterable[str], agent_names: Iterable[str]
-) -> list[str]:
-    """The topics (base names) that pausing these topics and agents pauses, in order.
-
-    Raises ValueError for a topic no agent consumes or an unknown agent.
-    """
-    consumed = [topic for names in agents.values() for topic in names]
-    wanted: list[str] = []
-    for topic in topics:
-        if topic not in consumed:
-            raise ValueError(f"no agent consumes {topic!r}; pausable: {', '.join(consumed)}")
-        wanted.append(topic)
-    for name in agent_names:
-        if name not in agents:
-            raise ValueError(f"no agent {name!r}; agents: {', '.join(agents)}")
-        wanted.extend(agents[name])
-    return list(dict.fromkeys(wanted))
 
 
 async def write_audit(
@@ -257,9 +240,8 @@ class ControlFollower:
                     applied = held
 
 
-def install_control(app: faust.App, settings: Settings) -> None:
-    """Run a :class:`ControlFollower` in the worker for the topics its agents consume."""
-    pausable = {topic for topics in agent_topics(app, settings).values() for topic in topics}
+def install_control(app: faust.App, settings: Settings, pausable: Iterable[str]) -> None:
+    """Run a :class:`ControlFollower` in the worker for the pausable topics (base names)."""
     follower = ControlFollower(app, settings, pausable)
     hold_until_known(app, {settings.topic_name(topic) for topic in pausable})
 
