@@ -11,14 +11,14 @@ from typing import Final
 
 from streams.contracts.vocabulary import Severity
 from streams.domain.drug_names import basic_normalise
-from streams.domain.interactions import (
+from streams.domain.interaction_rows import (
+    CodeTable,
     KnownInteraction,
-    _CodeTable,
-    _make_interaction,
-    _pair_key,
-    _required,
-    _rows,
-    _rxcui,
+    csv_rows,
+    make_interaction,
+    pair_key,
+    required,
+    rxcui,
 )
 from streams.domain.routes import parse_routes
 
@@ -119,7 +119,7 @@ class ClassCatalog:
             for b in right:
                 if a == b:
                     continue
-                key = _pair_key(a, b)
+                key = pair_key(a, b)
                 if key not in seen:
                     seen.add(key)
                     yield key
@@ -130,7 +130,7 @@ class ClassCatalog:
         found: dict[tuple[str, str], KnownInteraction] = {}
         for rule in self.rules:
             for a, b in self.pairs_of(rule):
-                candidate = _make_interaction(
+                candidate = make_interaction(
                     (a, a, self.codes.get(a)),
                     (b, b, self.codes.get(b)),
                     rule.severity,
@@ -172,23 +172,23 @@ def _severity(raw: str, origin: str, line: int) -> Severity:
         raise ValueError(f"{origin}:{line}: severity {raw!r} is not one of {allowed}") from None
 
 
-def _parse_classes(text: str, origin: str, codes: _CodeTable) -> dict[str, DrugClass]:
+def _parse_classes(text: str, origin: str, codes: CodeTable) -> dict[str, DrugClass]:
     names: dict[str, tuple[str, str]] = {}
     members: dict[str, list[ClassMember]] = {}
-    for line, row in _rows(text, origin, CLASS_COLUMNS):
-        class_id = _required(row, "class_id", origin, line)
-        name = _required(row, "class_name", origin, line)
-        source = _required(row, "source", origin, line)
+    for line, row in csv_rows(text, origin, CLASS_COLUMNS):
+        class_id = required(row, "class_id", origin, line)
+        name = required(row, "class_name", origin, line)
+        source = required(row, "source", origin, line)
         if class_id in names and names[class_id] != (name, source):
             raise ValueError(
                 f"{origin}:{line}: class {class_id!r} named or sourced differently from before"
             )
         names[class_id] = (name, source)
-        display = _required(row, "ingredient", origin, line)
+        display = required(row, "ingredient", origin, line)
         ingredient = basic_normalise(display)
         if not ingredient:
             raise ValueError(f"{origin}:{line}: ingredient {display!r} has no drug name")
-        code = _rxcui(row["rxnorm"], origin, line, "rxnorm")
+        code = rxcui(row["rxnorm"], origin, line, "rxnorm")
         codes.add(code, ingredient, origin, line)
         listed = members.setdefault(class_id, [])
         if any(member.ingredient == ingredient for member in listed):
@@ -217,13 +217,13 @@ def _side(
 def _parse_rules(text: str, origin: str, classes: Mapping[str, DrugClass]) -> list[ClassRule]:
     rules: list[ClassRule] = []
     seen: set[str] = set()
-    for line, row in _rows(text, origin, RULE_COLUMNS):
-        rule_id = _required(row, "rule_id", origin, line)
+    for line, row in csv_rows(text, origin, RULE_COLUMNS):
+        rule_id = required(row, "rule_id", origin, line)
         if rule_id in seen:
             raise ValueError(f"{origin}:{line}: rule {rule_id!r} given twice")
         seen.add(rule_id)
-        left = _side(_required(row, "left", origin, line), classes, origin, line, "left")
-        right = _side(_required(row, "right", origin, line), classes, origin, line, "right")
+        left = _side(required(row, "left", origin, line), classes, origin, line, "left")
+        right = _side(required(row, "right", origin, line), classes, origin, line, "right")
         if left == right and not left[1]:
             raise ValueError(f"{origin}:{line}: {left[0]!r} is paired with itself")
         try:
@@ -240,11 +240,11 @@ def _parse_rules(text: str, origin: str, classes: Mapping[str, DrugClass]) -> li
                 left_is_class=left[1],
                 right=right[0],
                 right_is_class=right[1],
-                severity=_severity(_required(row, "severity", origin, line), origin, line),
+                severity=_severity(required(row, "severity", origin, line), origin, line),
                 routes=routes,
                 onc=int(onc_text) if onc_text else None,
-                description=_required(row, "description", origin, line),
-                source=_required(row, "source", origin, line),
+                description=required(row, "description", origin, line),
+                source=required(row, "source", origin, line),
             )
         )
     return rules
@@ -253,7 +253,7 @@ def _parse_rules(text: str, origin: str, classes: Mapping[str, DrugClass]) -> li
 def parse_catalog(
     classes_csv: str,
     rules_csv: str,
-    codes: _CodeTable,
+    codes: CodeTable,
     *,
     classes_origin: str = "drug_classes.csv",
     rules_origin: str = "class_rules.csv",
@@ -276,7 +276,7 @@ def default_catalog() -> ClassCatalog:
     return parse_catalog(
         (data / "drug_classes.csv").read_text(encoding="utf-8-sig"),
         (data / "class_rules.csv").read_text(encoding="utf-8-sig"),
-        _CodeTable(),
+        CodeTable(),
         classes_origin="streams/domain/data/drug_classes.csv",
         rules_origin="streams/domain/data/class_rules.csv",
     )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -19,7 +16,17 @@ from streams.contracts.vocabulary import Severity
 from streams.domain.drug_names import NAME_RULES_DIGEST, resolve_name, resolve_single
 from streams.domain.drug_names import basic_normalise as _basic_normalise
 from streams.domain.drug_names import strip_salts as _strip_salts
-from streams.domain.routes import SYSTEMIC_ROUTES, route_of
+from streams.domain.interaction_classes import merge_pairs, parse_catalog
+from streams.domain.interaction_rows import (
+    CodeTable,
+    KnownInteraction,
+    csv_rows,
+    make_interaction,
+    pair_key,
+    required,
+    rxcui,
+)
+from streams.domain.routes import route_of
 
 __all__ = [
     "DrugRef",
@@ -53,8 +60,6 @@ _DDINTER_LEVELS: Final[Mapping[str, Severity | None]] = MappingProxyType(
         "unknown": None,
     }
 )
-
-_RXCUI: Final = re.compile(r"^\d{1,10}$")
 
 
 def normalise_drug_name(name: str, known_ingredients: Collection[str] | None = None) -> str:
@@ -103,36 +108,6 @@ class Medication(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class KnownInteraction:
-    """One interacting pair of ingredients; ``ingredient_a`` sorts before ``ingredient_b``."""
-
-    ingredient_a: str
-    ingredient_b: str
-    name_a: str
-    name_b: str
-    severity: Severity
-    description: str
-    source: str
-    rxnorm_a: str | None = None
-    rxnorm_b: str | None = None
-    # The routes both drugs must be given by for the interaction to apply.
-    routes: frozenset[str] = SYSTEMIC_ROUTES
-    # The class rule that produced it ("" for a listed pair) and how specific that rule is
-    # (0: two ingredients, 1: an ingredient and a class, 2: two classes).
-    rule: str = ""
-    specificity: int = 0
-
-    @property
-    def ingredients(self) -> frozenset[str]:
-        """The unordered pair of ingredient keys."""
-        return frozenset((self.ingredient_a, self.ingredient_b))
-
-    def applies_to(self, route_a: str, route_b: str) -> bool:
-        """Whether it applies to two drugs given by these (vocabulary) routes."""
-        return route_a in self.routes and route_b in self.routes
-
-
-@dataclass(frozen=True, slots=True)
 class InteractionMatch:
     """Two of a patient's medications that interact; ``drug_a`` has the smaller medication_id."""
 
@@ -149,118 +124,22 @@ class InteractionMatch:
         return self.interaction.severity
 
 
-def _pair_key(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a <= b else (b, a)
-
-
-def _make_interaction(
-    a: tuple[str, str, str | None],
-    b: tuple[str, str, str | None],
-    severity: Severity,
-    description: str,
-    source: str,
-    *,
-    routes: frozenset[str] = SYSTEMIC_ROUTES,
-    rule: str = "",
-    specificity: int = 0,
-) -> KnownInteraction:
-    """Build an interaction from (key, display name, rxcui) triples, in canonical order."""
-    if b[0] < a[0]:
-        a, b = b, a
-    return KnownInteraction(
-        ingredient_a=a[0],
-        ingredient_b=b[0],
-        name_a=a[1],
-        name_b=b[1],
-        severity=severity,
-        description=description,
-        source=source,
-        rxnorm_a=a[2],
-        rxnorm_b=b[2],
-        routes=routes,
-        rule=rule,
-        specificity=specificity,
-    )
-
-
-def _rows(text: str, origin: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row) pairs of a CSV whose header must contain ``columns``."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ValueError(f"{origin}: empty file, expected a header {','.join(columns)}") from None
-    header = [column.strip() for column in header]
-    missing = [column for column in columns if column not in header]
-    if missing:
-        raise ValueError(f"{origin}:{reader.line_num}: header lacks column(s) {', '.join(missing)}")
-    positions = {column: header.index(column) for column in columns}
-    for record in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in record):
-            continue
-        if len(record) != len(header):
-            raise ValueError(f"{origin}:{line}: expected {len(header)} fields, found {len(record)}")
-        yield line, {column: record[index].strip() for column, index in positions.items()}
-
-
-def _rxcui(value: str, origin: str, line: int, column: str) -> str | None:
-    if not value:
-        return None
-    if not _RXCUI.match(value):
-        raise ValueError(f"{origin}:{line}: {column} {value!r} is not an RxNorm RxCUI")
-    return value
-
-
-def _required(row: Mapping[str, str], column: str, origin: str, line: int) -> str:
-    value = row[column]
-    if not value:
-        raise ValueError(f"{origin}:{line}: {column} is empty")
-    return value
-
-
-class _CodeTable:
-    """Keeps RxCUI <-> ingredient one-to-one while the data files are read."""
-
-    def __init__(self) -> None:
-        self.by_code: dict[str, str] = {}
-        self.by_ingredient: dict[str, str] = {}
-
-    def add(self, code: str | None, ingredient: str, origin: str, line: int) -> None:
-        if code is None:
-            return
-        known_ingredient = self.by_code.get(code)
-        if known_ingredient is not None and known_ingredient != ingredient:
-            raise ValueError(
-                f"{origin}:{line}: RxCUI {code} given for {ingredient!r}"
-                f" but already used for {known_ingredient!r}"
-            )
-        known_code = self.by_ingredient.get(ingredient)
-        if known_code is not None and known_code != code:
-            raise ValueError(
-                f"{origin}:{line}: {ingredient!r} given RxCUI {code}"
-                f" but already has RxCUI {known_code}"
-            )
-        self.by_code[code] = ingredient
-        self.by_ingredient[ingredient] = code
-
-
 def _parse_interactions(
-    text: str, origin: str, codes: _CodeTable
+    text: str, origin: str, codes: CodeTable
 ) -> dict[tuple[str, str], KnownInteraction]:
     pairs: dict[tuple[str, str], KnownInteraction] = {}
     first_line: dict[tuple[str, str], int] = {}
-    for line, row in _rows(text, origin, INTERACTION_COLUMNS):
+    for line, row in csv_rows(text, origin, INTERACTION_COLUMNS):
         sides = []
         for suffix in ("a", "b"):
-            display = _required(row, f"name_{suffix}", origin, line)
+            display = required(row, f"name_{suffix}", origin, line)
             ingredient = _basic_normalise(display)
             if not ingredient:
                 raise ValueError(f"{origin}:{line}: name_{suffix} {display!r} has no drug name")
-            code = _rxcui(row[f"rxnorm_{suffix}"], origin, line, f"rxnorm_{suffix}")
+            code = rxcui(row[f"rxnorm_{suffix}"], origin, line, f"rxnorm_{suffix}")
             codes.add(code, ingredient, origin, line)
             sides.append((ingredient, display, code))
-        raw_severity = _required(row, "severity", origin, line)
+        raw_severity = required(row, "severity", origin, line)
         try:
             severity = Severity(raw_severity.lower())
         except ValueError:
@@ -268,29 +147,29 @@ def _parse_interactions(
             raise ValueError(
                 f"{origin}:{line}: severity {raw_severity!r} is not one of {allowed}"
             ) from None
-        description = _required(row, "description", origin, line)
-        source = _required(row, "source", origin, line)
+        description = required(row, "description", origin, line)
+        source = required(row, "source", origin, line)
         if sides[0][0] == sides[1][0]:
             raise ValueError(f"{origin}:{line}: {sides[0][0]!r} is paired with itself")
-        key = _pair_key(sides[0][0], sides[1][0])
+        key = pair_key(sides[0][0], sides[1][0])
         if key in pairs:
             raise ValueError(
                 f"{origin}:{line}: pair {key[0]} + {key[1]} already given on line {first_line[key]}"
             )
-        pairs[key] = _make_interaction(sides[0], sides[1], severity, description, source)
+        pairs[key] = make_interaction(sides[0], sides[1], severity, description, source)
         first_line[key] = line
     return pairs
 
 
-def _parse_synonyms(text: str, origin: str, codes: _CodeTable) -> dict[str, frozenset[str]]:
+def _parse_synonyms(text: str, origin: str, codes: CodeTable) -> dict[str, frozenset[str]]:
     synonyms: dict[str, set[str]] = {}
-    for line, row in _rows(text, origin, SYNONYM_COLUMNS):
-        raw_synonym = _required(row, "synonym", origin, line)
+    for line, row in csv_rows(text, origin, SYNONYM_COLUMNS):
+        raw_synonym = required(row, "synonym", origin, line)
         synonym = _basic_normalise(raw_synonym)
-        ingredient = _basic_normalise(_required(row, "ingredient_name", origin, line))
+        ingredient = _basic_normalise(required(row, "ingredient_name", origin, line))
         if not synonym or not ingredient:
             raise ValueError(f"{origin}:{line}: synonym or ingredient_name has no drug name")
-        codes.add(_rxcui(row["rxnorm"], origin, line, "rxnorm"), ingredient, origin, line)
+        codes.add(rxcui(row["rxnorm"], origin, line, "rxnorm"), ingredient, origin, line)
         targets = synonyms.setdefault(synonym, set())
         if ingredient in targets:
             raise ValueError(f"{origin}:{line}: {raw_synonym!r} -> {ingredient!r} given twice")
@@ -381,7 +260,7 @@ class InteractionKnowledgeBase:
         With ``classes_csv`` and ``rules_csv`` the class rules are expanded into ingredient
         pairs beside the listed ones (see ``streams.domain.interaction_classes``).
         """
-        codes = _CodeTable()
+        codes = CodeTable()
         pairs = _parse_interactions(interactions_csv, interactions_origin, codes)
         synonyms = (
             _parse_synonyms(synonyms_csv, synonyms_origin, codes)
@@ -389,9 +268,6 @@ class InteractionKnowledgeBase:
             else {}
         )
         if classes_csv is not None and rules_csv is not None:
-            # Imported here: the class layer builds on this module's parsing helpers.
-            from streams.domain.interaction_classes import merge_pairs, parse_catalog
-
             catalog = parse_catalog(
                 classes_csv,
                 rules_csv,
@@ -432,8 +308,8 @@ class InteractionKnowledgeBase:
         """
         origin = str(path)
         found: dict[tuple[str, str], KnownInteraction] = {}
-        for line, row in _rows(path.read_text(encoding="utf-8-sig"), origin, DDINTER_COLUMNS):
-            raw_level = _required(row, "Level", origin, line)
+        for line, row in csv_rows(path.read_text(encoding="utf-8-sig"), origin, DDINTER_COLUMNS):
+            raw_level = required(row, "Level", origin, line)
             if raw_level.lower() not in _DDINTER_LEVELS:
                 allowed = "|".join(level.title() for level in _DDINTER_LEVELS)
                 raise ValueError(f"{origin}:{line}: Level {raw_level!r} is not one of {allowed}")
@@ -441,8 +317,8 @@ class InteractionKnowledgeBase:
             if severity is None:
                 continue
             names = (
-                _required(row, "Drug_A", origin, line),
-                _required(row, "Drug_B", origin, line),
+                required(row, "Drug_A", origin, line),
+                required(row, "Drug_B", origin, line),
             )
             resolved = [self._resolve_name(_basic_normalise(name)) for name in names]
             if not resolved[0] or not resolved[1]:
@@ -455,11 +331,11 @@ class InteractionKnowledgeBase:
                 for ingredient_b in sorted(resolved[1]):
                     if ingredient_a == ingredient_b:
                         continue
-                    key = _pair_key(ingredient_a, ingredient_b)
+                    key = pair_key(ingredient_a, ingredient_b)
                     previous = found.get(key)
                     if previous is not None and previous.severity.rank <= severity.rank:
                         continue
-                    found[key] = _make_interaction(
+                    found[key] = make_interaction(
                         (ingredient_a, names[0], None),
                         (ingredient_b, names[1], None),
                         severity,
@@ -541,7 +417,7 @@ class InteractionKnowledgeBase:
             for ingredient_b in ingredients_b:
                 if ingredient_a == ingredient_b:
                     continue
-                key = _pair_key(ingredient_a, ingredient_b)
+                key = pair_key(ingredient_a, ingredient_b)
                 candidate = self._pairs.get(key)
                 if candidate is None:
                     continue
@@ -557,7 +433,7 @@ class InteractionKnowledgeBase:
 
     def interaction_of(self, ingredient_a: str, ingredient_b: str) -> KnownInteraction | None:
         """The known interaction of two ingredient keys, in either order."""
-        return self._pairs.get(_pair_key(ingredient_a, ingredient_b))
+        return self._pairs.get(pair_key(ingredient_a, ingredient_b))
 
     def partners_of(self, ingredients: Iterable[str]) -> frozenset[str]:
         """Every ingredient key that some known pair joins to one of ``ingredients``."""

@@ -14,11 +14,10 @@ from streams.domain.interaction_classes import (
     merge_pairs,
     parse_catalog,
 )
+from streams.domain.interaction_rows import CodeTable, make_interaction
 from streams.domain.interactions import (
     DrugRef,
     InteractionKnowledgeBase,
-    _CodeTable,
-    _make_interaction,
     find_interactions,
 )
 from streams.domain.routes import LOCAL_ROUTES, SYSTEMIC_ROUTES
@@ -189,13 +188,13 @@ def test_merge_prefers_specific_then_severe() -> None:
         "r2,alpha,class:b,moderate,,,Ingredient with class.,S\n"
         "r3,class:a,class:b,major,,,Same specificity as r1 and more severe.,S\n"
     )
-    catalog = parse_catalog(text_classes, text_rules, _CodeTable())
+    catalog = parse_catalog(text_classes, text_rules, CodeTable())
     expanded = catalog.expand()
     assert len(expanded) == 4
     assert expanded[("alpha", "gamma")].rule == "r2"
     assert expanded[("beta", "delta")].rule == "r3"
     # A listed pair (specificity 0) is kept against any rule, even a more severe one.
-    listed = _make_interaction(
+    listed = make_interaction(
         ("alpha", "alpha", None), ("delta", "delta", None), Severity.MINOR, "Listed.", "S"
     )
     merged = merge_pairs({("alpha", "delta"): listed}, expanded)
@@ -224,7 +223,7 @@ def test_malformed_class_data_names_file_and_line(classes: str, rules: str, mess
         parse_catalog(
             "class_id,class_name,ingredient,rxnorm,source\n" + classes,
             "rule_id,left,right,severity,routes,onc,description,source\n" + rules,
-            _CodeTable(),
+            CodeTable(),
         )
     assert "csv:" in str(raised.value)
 
