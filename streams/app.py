@@ -179,7 +179,6 @@ def create_app(settings: Settings) -> Medstream:
         admin_alerts_topic=declare(ADMIN_ALERTS),
         audit_log_topic=declare(AUDIT_LOG),
     )
-    stats = PipelineStats()
     catalog = default_catalog()
     registry = (
         SchemaRegistry(settings.schema_registry_url, settings.schema_registry_timeout)
@@ -187,7 +186,7 @@ def create_app(settings: Settings) -> Medstream:
         else None
     )
     metrics = Metrics()
-    emitter = Emitter(EventEncoder(catalog, settings.output_encoding), stats, metrics)
+    emitter = Emitter(EventEncoder(catalog, settings.output_encoding), metrics)
     intake = Intake(
         decoder=EventDecoder(catalog, registry),
         emitter=emitter,
@@ -196,9 +195,8 @@ def create_app(settings: Settings) -> Medstream:
             settings.topic_name(spec.base_name): spec.event_types
             for spec in APPLY_PATIENT_EVENTS.reads
         },
-        stats=stats,
-        registry=registry,
         metrics=metrics,
+        registry=registry,
         agent=APPLY_PATIENT_EVENTS.name,
         batch_max_events=settings.batch_max_events,
         batch_window_seconds=settings.batch_window_ms / 1000,
@@ -274,7 +272,7 @@ def create_app(settings: Settings) -> Medstream:
         app=app,
         topics=topics,
         settings=settings,
-        stats=stats,
+        stats=PipelineStats(metrics),
         patients=patients,
         notifier=notifier,
         metrics=metrics,

@@ -1,20 +1,41 @@
-"""In-process counters of what the pipeline did (read by tests, status and metrics)."""
+"""What the pipeline did since the worker started, read from its metrics (for tests and benches)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from streams.observability.metrics import CountsByLabel, Metrics
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineStats:
-    """Counts since the worker started; keys are topics, event types or error types."""
+    """A read-only view of the app's Prometheus counters: one source of counts, not two.
 
-    consumed: Counter[str] = field(default_factory=Counter)
-    processed: Counter[str] = field(default_factory=Counter)
-    duplicates: Counter[str] = field(default_factory=Counter)
-    dead_lettered: Counter[str] = field(default_factory=Counter)
-    produced: Counter[str] = field(default_factory=Counter)
+    Keys are topics (consumed, produced), event types (processed, duplicates) or error types
+    (dead_lettered); each property is a fresh snapshot.
+    """
+
+    metrics: Metrics
+
+    @property
+    def consumed(self) -> CountsByLabel:
+        return self.metrics.counts("consumed")
+
+    @property
+    def processed(self) -> CountsByLabel:
+        return self.metrics.counts("processed")
+
+    @property
+    def duplicates(self) -> CountsByLabel:
+        return self.metrics.counts("duplicates")
+
+    @property
+    def dead_lettered(self) -> CountsByLabel:
+        return self.metrics.counts("dead_letters")
+
+    @property
+    def produced(self) -> CountsByLabel:
+        return self.metrics.counts("produced")
 
     @property
     def total_consumed(self) -> int:

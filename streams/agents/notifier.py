@@ -407,9 +407,8 @@ class Notifier:
             error=error,
         )
         await self.emitter.emit(self.notifications_topic, outcome)
-        if self.emitter.metrics is not None:
-            kind = record.channel.removeprefix("caregiver-").split("#", 1)[0]
-            self.emitter.metrics.delivery(kind, status.value)
+        kind = record.channel.removeprefix("caregiver-").split("#", 1)[0]
+        self.emitter.metrics.delivery(kind, status.value)
         log.info(
             "notification %s: %s on %s after %d attempts",
             record.notification_id,

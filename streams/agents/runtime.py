@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.exceptions import PartitionsMismatch
+from faust.types import AppT
 
 from streams.contracts.codecs import (
     ContractError,
@@ -30,7 +33,6 @@ from streams.faust_transport import AcknowledgedTable, acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.settings import Settings
-from streams.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class Outcome(StrEnum):
 
 
 class Settled(StrEnum):
-    """What became of an event, as counted in the stats."""
+    """What became of an event, as counted in the metrics."""
 
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
@@ -158,14 +160,95 @@ class Sent:
     acknowledged: Awaitable[Any]
 
 
+# The most one batch of ``Emitter.emit_encoded_batch`` holds. aiokafka keeps one batch per
+# partition waiting for the sender, so the batch size bounds what one round trip to the broker
+# carries per partition: Faust's producer batch (16 KiB) is ~50 reminders. Below the broker's
+# default message.max.bytes (1 MiB), which a batch must not exceed.
+BATCH_MAX_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Encoded:
+    """An event encoded ahead of its send: its record's key, value, headers and partition."""
+
+    event: Event
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    # None when the topic's partitions were not known yet: the producer's partitioner picks
+    # it from the key at the send, as for ``Emitter.emit``.
+    partition: int | None
+
+
+@dataclass(frozen=True)
+class SentBatch:
+    """Encoded records handed to the producer as one batch of one partition, and the broker's
+    acknowledgement of all of them (or the send's failure) to come."""
+
+    topic: faust.TopicT
+    records: Sequence[Encoded]
+    acknowledged: Awaitable[Any]
+
+
+def aiokafka_producer(app: AppT) -> AIOKafkaProducer:
+    """The aiokafka producer under the app's Faust producer (its aiokafka driver's).
+
+    Raises KafkaTimeoutError while the app's producer is not started: the caller retries.
+    """
+    producer = getattr(app.producer, "_producer", None)
+    if not isinstance(producer, AIOKafkaProducer):
+        raise KafkaTimeoutError("the app's producer is not started")
+    return producer
+
+
+def _partition_of(app: AppT, topic: str, key: bytes) -> int | None:
+    """The partition the producer's own partitioner gives ``key`` (murmur2 by default), as its
+    ``send`` would; None while the producer or the topic's metadata is not there yet."""
+    producer = getattr(app.producer, "_producer", None)
+    if not isinstance(producer, AIOKafkaProducer):
+        return None
+    if not producer.client.cluster.partitions_for_topic(topic):
+        return None
+    return int(producer._partition(topic, None, key, None, key, None))
+
+
+def _new_batch(producer: AIOKafkaProducer) -> BatchBuilder:
+    # ``producer.create_batch()`` with a larger size: the builder takes its size when built.
+    accumulator = producer._message_accumulator
+    transactional = producer._txn_manager is not None and (
+        producer._txn_manager.transactional_id is not None
+    )
+    return BatchBuilder(
+        min(BATCH_MAX_BYTES, producer._max_request_size),
+        accumulator._compression_type,
+        is_transactional=transactional,
+    )
+
+
+def _filled_batches(
+    producer: AIOKafkaProducer, records: Sequence[Encoded]
+) -> Iterator[tuple[list[Encoded], BatchBuilder]]:
+    """The records in batches, in order, each as full as ``BATCH_MAX_BYTES`` allows."""
+    batch, chunk = _new_batch(producer), list[Encoded]()
+    for record in records:
+        appended = batch.append(
+            timestamp=None, key=record.key, value=record.value, headers=record.headers
+        )
+        if appended is None:
+            yield chunk, batch
+            # An empty batch takes any record, however large.
+            batch, chunk = _new_batch(producer), list[Encoded]()
+            batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+        chunk.append(record)
+    if chunk:
+        yield chunk, batch
+
+
 class Emitter:
     """Encodes events and sends them keyed by patient_id, counting what it produced."""
 
-    def __init__(
-        self, encoder: EventEncoder, stats: PipelineStats, metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, encoder: EventEncoder, metrics: Metrics) -> None:
         self.encoder = encoder
-        self.stats = stats
         self.metrics = metrics
 
     async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
@@ -188,10 +271,54 @@ class Emitter:
             )
             if wait:
                 await future
-        self.stats.produced[name] += 1
-        if self.metrics is not None:
-            self.metrics.produced(name)
+        self.metrics.produced(name)
         return Sent(topic, event, future)
+
+    def encode(self, topic: faust.TopicT, event: Event) -> Encoded:
+        """``event`` as ``emit`` would send it to ``topic`` (bytes, headers with a traceparent
+        when tracing is on, partition), for a later ``emit_encoded_batch``."""
+        name = topic.get_topic_name()
+        key = event.patient_id.encode("utf-8")
+        with tracing.produce_span(name, event.event_type, event.event_id) as headers:
+            value = self.encoder.encode(event)
+        return Encoded(event, key, value, list(headers), _partition_of(topic.app, name, key))
+
+    async def emit_encoded_batch(
+        self, topic: faust.TopicT, records: Sequence[Encoded]
+    ) -> list[SentBatch]:
+        """Send encoded records in batches, one partition each (more when one fills), each
+        partition's records in their order; counted like ``emit``'s.
+
+        A batch the producer refuses comes back with the failure as its acknowledgement, and
+        the batches after it are still sent: the caller sends what failed again. Raises only
+        before anything was sent (producer not started, topic metadata not there).
+        """
+        name = topic.get_topic_name()
+        producer = aiokafka_producer(topic.app)
+        if any(record.partition is None for record in records):
+            await producer.partitions_for(name)  # waits for the topic's metadata
+        by_partition: dict[int, list[Encoded]] = {}
+        for record in records:
+            partition = record.partition
+            if partition is None:
+                partition = int(producer._partition(name, None, record.key, None, record.key, None))
+            by_partition.setdefault(partition, []).append(record)
+        loop = asyncio.get_running_loop()
+        sent: list[SentBatch] = []
+        for partition, group in by_partition.items():
+            for chunk, batch in _filled_batches(producer, group):
+                acknowledged: asyncio.Future[Any]
+                try:
+                    acknowledged = await producer.send_batch(batch, name, partition=partition)
+                except KafkaError as error:
+                    acknowledged = loop.create_future()
+                    acknowledged.set_exception(error)
+                else:
+                    self.metrics.produced(name, len(chunk))
+                sent.append(SentBatch(topic, chunk, acknowledged))
+                # The sender task takes this batch while the next one fills.
+                await asyncio.sleep(0)
+        return sent
 
     async def send_confirmed(
         self, topic: faust.TopicT, event: Event, what: str, *, sent: Sent | None = None
@@ -237,9 +364,8 @@ class Intake:
     emitter: Emitter
     dead_letters_topic: faust.TopicT
     allowed_types: Mapping[str, Collection[str]]
-    stats: PipelineStats
+    metrics: Metrics
     registry: SchemaRegistry | None = None
-    metrics: Metrics | None = None
     agent: str = "agent"
     batch_max_events: int = 500
     batch_window_seconds: float = 0.01
@@ -289,15 +415,11 @@ class Intake:
     def _count_settled(self) -> None:
         for settled, name in self._settled:
             if settled is Settled.PROCESSED:
-                self.stats.processed[name] += 1
+                self.metrics.processed(name)
             elif settled is Settled.DUPLICATE:
-                self.stats.duplicates[name] += 1
-                if self.metrics is not None:
-                    self.metrics.duplicate(name)
+                self.metrics.duplicate(name)
             else:
-                self.stats.dead_lettered[name] += 1
-                if self.metrics is not None:
-                    self.metrics.dead_lettered(name)
+                self.metrics.dead_lettered(name)
         self._settled.clear()
 
     async def handle_record(
@@ -323,9 +445,7 @@ class Intake:
         finish_batch: Callable[[], Awaitable[None]],
     ) -> None:
         topic = message.topic
-        self.stats.consumed[topic] += 1
-        if self.metrics is not None:
-            self.metrics.consumed(topic)
+        self.metrics.consumed(topic)
         try:
             event = await self._decode(message.value, topic)
             if message.key is None or message.key != event.patient_id.encode("utf-8"):
@@ -373,8 +493,7 @@ class Intake:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        if self.metrics is not None:
-            self.metrics.observe_processing(self.agent, time.perf_counter() - started)
+        self.metrics.observe_processing(self.agent, time.perf_counter() - started)
         self._settled.append(
             (
                 Settled.DUPLICATE if outcome is Outcome.DUPLICATE else Settled.PROCESSED,

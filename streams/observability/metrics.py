@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -15,7 +16,10 @@ from streams.observability.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "collect_from_app"]
+__all__ = ["CONTENT_TYPE_LATEST", "CountsByLabel", "Metrics", "collect_from_app"]
+
+# A counter's values by label value, as Python counts them (the name Counter is Prometheus's).
+CountsByLabel = collections.Counter[str]
 
 # Processing of one event is usually milliseconds; a notification delivery with retries can
 # take tens of seconds.
@@ -42,6 +46,12 @@ class Metrics:
             "medstream_events_produced",
             "Events published to Kafka, per topic.",
             ["topic"],
+            registry=self.registry,
+        )
+        self._processed = Counter(
+            "medstream_events_processed",
+            "Events an agent handled and made durable, per event type.",
+            ["event_type"],
             registry=self.registry,
         )
         self._dead_letters = Counter(
@@ -113,9 +123,13 @@ class Metrics:
         """One record read from ``topic``."""
         self._consumed.labels(topic=topic).inc()
 
-    def produced(self, topic: str) -> None:
-        """One event published to ``topic``."""
-        self._produced.labels(topic=topic).inc()
+    def produced(self, topic: str, count: int = 1) -> None:
+        """``count`` events (one by default) published to ``topic``."""
+        self._produced.labels(topic=topic).inc(count)
+
+    def processed(self, event_type: str) -> None:
+        """One event of ``event_type`` handled and made durable."""
+        self._processed.labels(event_type=event_type).inc()
 
     def dead_lettered(self, error_type: str) -> None:
         """One record dead-lettered because of ``error_type``."""
@@ -174,6 +188,27 @@ class Metrics:
             self._partition_stalled.labels(topic=topic, partition=str(partition)).set(
                 1 if stalled else 0
             )
+
+    def counts(self, family: str) -> CountsByLabel:
+        """The current values of a one-label counter (``consumed``, ``produced``,
+        ``processed``, ``duplicates``, ``dead_letters``), by its label's value."""
+        counter = self._counters()[family]
+        found: CountsByLabel = CountsByLabel()
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    (value,) = sample.labels.values()
+                    found[value] = int(sample.value)
+        return found
+
+    def _counters(self) -> dict[str, Counter]:
+        return {
+            "consumed": self._consumed,
+            "produced": self._produced,
+            "processed": self._processed,
+            "duplicates": self._duplicates,
+            "dead_letters": self._dead_letters,
+        }
 
     def render(self) -> bytes:
         """Every family in the Prometheus text exposition format."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import faust
 import pytest
 
-from streams.agents.runtime import Sent
+from streams.agents.runtime import Encoded, Sent, SentBatch
 from streams.app import Medstream, create_app
 from streams.contracts.models import Event
 from streams.settings import Settings
@@ -48,12 +49,22 @@ def capture_emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Em
 
     async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
         sent.append((topic.get_topic_name(), event))
-        emitter.stats.produced[topic.get_topic_name()] += 1
+        emitter.metrics.produced(topic.get_topic_name())
         acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         acknowledged.set_result(None)
         return Sent(topic, event, acknowledged)
 
+    async def emit_encoded_batch(
+        topic: faust.TopicT, records: Sequence[Encoded]
+    ) -> list[SentBatch]:
+        for record in records:
+            await emit(topic, record.event)
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return [SentBatch(topic, records, acknowledged)]
+
     monkeypatch.setattr(emitter, "emit", emit)
+    monkeypatch.setattr(emitter, "emit_encoded_batch", emit_encoded_batch)
     return sent
 
 

@@ -11,6 +11,7 @@ from streams.observability.metrics import Metrics, collect_from_app
 FAMILIES = {
     "medstream_events_consumed": "counter",
     "medstream_events_produced": "counter",
+    "medstream_events_processed": "counter",
     "medstream_dead_letters": "counter",
     "medstream_duplicates": "counter",
     "medstream_processing_seconds": "histogram",
