@@ -19,6 +19,7 @@ from faust.streams import current_event
 from streams.agents.runtime import (
     BatchFullError,
     Emitter,
+    Encoded,
     Handler,
     Intake,
     Outcome,
@@ -441,8 +442,9 @@ class ReminderRecorder:
         return Outcome.PROCESSED
 
 
-# Due entries are decided this far ahead from the written state, so that a crowd of reminders
-# due in the same second (everyone's 08:00 dose) costs only its sends when the second comes.
+# Due entries are decided (and what they send encoded) this far ahead from the written state,
+# so that a crowd of reminders due in the same second (everyone's 08:00 dose) costs only its
+# batched sends when the second comes.
 PREPARE_AHEAD = timedelta(minutes=2)
 # Share of each tick the timer may spend deciding entries ahead; the agents need the rest.
 PREPARE_SHARE = 0.4
@@ -454,8 +456,9 @@ class _Prepared:
 
     entry: DueEntry
     partition: int | None
-    # What to send when it comes due (None: nothing).
+    # What to send when it comes due (None: nothing), encoded when it was decided.
     output: ReminderDue | DoseMissed | None
+    record: Encoded | None = None
     # A reminder's next slot, as planned when it fires on time.
     next_slot: datetime | None = None
     stale: bool = False
@@ -465,9 +468,10 @@ class _Prepared:
 class ReminderTimer:
     """Runs on every worker: emits what is due for the patients of its active partitions.
 
-    Entries due within ``PREPARE_AHEAD`` are decided early, in a bounded share of each tick;
-    when they come due only their sends remain. A write of the patient's record in between
-    makes a decided entry stale: it goes back to the queue and is decided again.
+    Entries due within ``PREPARE_AHEAD`` are decided and encoded early, in a bounded share of
+    each tick; when they come due they are sent in one batch per partition. A write of the
+    patient's record in between makes a decided entry stale: it goes back to the queue (its
+    encoded record dropped) and is decided again.
     """
 
     app: faust.App
@@ -552,16 +556,18 @@ class ReminderTimer:
             prepared = heapq.heappop(self._prepared)[2]
             if not prepared.stale:  # else it is back in the queue
                 due.append(prepared)
-        due.extend(self._decide(entry) for entry in self.queue.pop_due(now))
-        for index, prepared in enumerate(due):
-            try:
-                await self._fire(prepared, now, active)
-            except Exception:
-                # Put them back: a failed send must not lose a reminder.
-                log.exception("reminder entry failed; retrying on the next tick")
-                for entry in due[index:]:
-                    self._requeue(entry.entry)
-                return
+        try:
+            due.extend(self._decide(entry) for entry in self.queue.pop_due(now))
+        except Exception:
+            log.exception("deciding due reminder entries failed; retrying on the next tick")
+            for prepared in due:
+                self._requeue(prepared.entry)
+            return
+        try:
+            await self._fire(due, now, active)
+        except Exception:
+            # An exception escaping a Faust timer stops the worker.
+            log.exception("firing due reminder entries failed")
         self._prepare_ahead(now, started)
 
     def _prepare_ahead(self, now: datetime, started: float) -> None:
@@ -579,7 +585,7 @@ class ReminderTimer:
         state = self.store.written_state(entry.patient_id)
         if entry.kind is DueKind.MISSED_CHECK:
             missed = missed_dose_for(state, entry.patient_id, entry.reminder_id, self.grace)
-            return _Prepared(entry, state.partition, missed)
+            return _Prepared(entry, state.partition, missed, self._encode(missed))
         reminder = reminder_for(
             state, entry.patient_id, entry.medication_id, entry.due_at, entry.reminder_id
         )
@@ -587,6 +593,7 @@ class ReminderTimer:
             entry,
             state.partition,
             reminder,
+            self._encode(reminder),
             first_slot_to_remind(
                 _emitted_up_to(state, entry.medication_id, entry.due_at),
                 entry.medication_id,
@@ -595,14 +602,59 @@ class ReminderTimer:
             ),
         )
 
-    async def _fire(self, prepared: _Prepared, now: datetime, active: set[int]) -> None:
+    def _encode(self, output: ReminderDue | DoseMissed | None) -> Encoded | None:
+        return None if output is None else self.emitter.encode(self.reminders_topic, output)
+
+    async def _fire(self, due: Sequence[_Prepared], now: datetime, active: set[int]) -> None:
+        """Send what is due in batches, then plan what follows each entry sent (or with
+        nothing to send). An entry whose send failed goes back to the queue: a failed send
+        must not lose a reminder (sent again, it has the same id, which consumers de-duplicate)."""
+        to_send: list[_Prepared] = []
+        for prepared in due:
+            self._forget_prepared(prepared)
+            if prepared.partition not in active:
+                continue  # moved to another worker
+            if prepared.record is None or (
+                prepared.entry.kind is DueKind.MISSED_CHECK
+                and prepared.entry.reminder_id in self._missed_pending
+            ):
+                self._follow(prepared, now, sent=False)
+            else:
+                to_send.append(prepared)
+        if not to_send:
+            return
+        for prepared, sent in zip(to_send, await self._send(to_send), strict=True):
+            if sent:
+                self._follow(prepared, now, sent=True)
+            else:
+                self._requeue(prepared.entry)
+
+    async def _send(self, prepared: Sequence[_Prepared]) -> list[bool]:
+        """Whether the broker acknowledged each entry's record."""
+        records = [each.record for each in prepared if each.record is not None]
+        failed: set[int] = set()
+        try:
+            batches = await self.emitter.emit_encoded_batch(self.reminders_topic, records)
+        except Exception:
+            log.exception(
+                "sending %d reminder records failed; retrying on the next tick", len(records)
+            )
+            return [False] * len(prepared)
+        for batch in batches:
+            try:
+                await batch.acknowledged
+            except Exception as error:
+                log.error(
+                    "a batch of %d reminder records was not stored (%s); retrying on the next tick",
+                    len(batch.records),
+                    type(error).__name__,
+                )
+                failed.update(id(record) for record in batch.records)
+        return [id(each.record) not in failed for each in prepared]
+
+    def _follow(self, prepared: _Prepared, now: datetime, *, sent: bool) -> None:
         entry = prepared.entry
-        self._forget_prepared(prepared)
-        if prepared.partition not in active:
-            return  # moved to another worker
         if entry.kind is DueKind.REMINDER:
-            if prepared.output is not None:
-                await self.emitter.emit(self.reminders_topic, prepared.output)
             # The next slot of this schedule, strictly after the one just handled.
             next_slot = prepared.next_slot
             if now - entry.due_at > self.catch_up:
@@ -619,8 +671,7 @@ class ReminderTimer:
                     entry.medication_id,
                     reminder_id(entry.patient_id, entry.medication_id, next_slot),
                 )
-        elif prepared.output is not None and entry.reminder_id not in self._missed_pending:
-            await self.emitter.emit(self.reminders_topic, prepared.output)
+        elif sent:
             self._missed_pending.add(entry.reminder_id)
 
     def _forget_prepared(self, prepared: _Prepared) -> None:

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError, NotLeaderForPartitionError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from streams.agents.notifier import NO_CHANNEL
 from streams.agents.patient_events import ReminderTimer
+from streams.agents.runtime import Encoded, SentBatch
 from streams.app import Medstream
 from streams.contracts.models import (
     DeadLetter,
@@ -540,3 +546,84 @@ async def test_a_finished_course_gets_no_low_supply_alert(
 
     assert of_type(emitted, RefillAlert) == []
     assert state(medstream).medications["m1"].supply_quantity == 2.0
+
+
+class FlakyProducer:
+    """Stands in for the aiokafka producer under the app's: the first batch fails, either
+    refused by the producer (``send``) or not acknowledged by the broker (``ack``)."""
+
+    def __init__(self, producer: AIOKafkaProducer, fails: str) -> None:
+        self.fails = fails
+        self.sent: list[tuple[str, int, int]] = []
+        producer.partitions_for = self.partitions_for  # type: ignore[method-assign]
+        producer._partition = lambda topic, *_: 2  # type: ignore[method-assign]
+        producer.send_batch = self.send_batch  # type: ignore[method-assign]
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        first = not self.sent
+        self.sent.append((topic, partition, batch.record_count()))
+        if first and self.fails == "send":
+            raise KafkaTimeoutError
+        if first:
+            acknowledged.set_exception(NotLeaderForPartitionError())
+        else:
+            acknowledged.set_result(None)
+        return acknowledged
+
+
+@pytest.mark.parametrize("fails", ["send", "ack"])
+async def test_a_reminder_whose_batch_failed_is_sent_again_on_the_next_tick(
+    medstream: Medstream,
+    timer_at: list[datetime],
+    monkeypatch: pytest.MonkeyPatch,
+    fails: str,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")  # never started
+    flaky = FlakyProducer(producer, fails)
+    monkeypatch.setattr(medstream.app.producer, "_producer", producer)
+    try:
+        await failing_once_then_sent(medstream, timer_at, monkeypatch, flaky)
+    finally:
+        await producer.stop()
+
+
+async def failing_once_then_sent(
+    medstream: Medstream,
+    timer_at: list[datetime],
+    monkeypatch: pytest.MonkeyPatch,
+    flaky: FlakyProducer,
+) -> None:
+    stored: list[Event] = []
+    emitter = medstream.patients.timer.emitter
+    real_batch = emitter.emit_encoded_batch
+
+    async def emit_encoded_batch(topic: Any, records: Sequence[Encoded]) -> list[SentBatch]:
+        batches = await real_batch(topic, records)
+        for batch in batches:
+            with contextlib.suppress(KafkaError):
+                await batch.acknowledged
+                stored.extend(record.event for record in batch.records)
+        return batches
+
+    monkeypatch.setattr(emitter, "emit_encoded_batch", emit_encoded_batch)
+    timer = await decided_a_minute_ahead(medstream, timer_at)
+    timer_at[0] = SLOT
+    await timer.tick()
+    assert stored == []
+    # Back in the queue (and decided again at once, being due): the next tick sends it.
+    timer_at[0] = SLOT + timedelta(seconds=0.2)
+    await timer.tick()
+
+    [reminder] = stored
+    assert isinstance(reminder, ReminderDue)
+    assert reminder.reminder_id == reminder_id("p1", "m1", SLOT)
+    assert flaky.sent == [("medication-reminders", 2, 1)] * 2
+    # The next slot is planned once, after the send that was acknowledged.
+    assert timer.queue.next_due() == SLOT.replace(hour=20)
+    assert len(timer.queue) == 1

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.app import Medstream, create_app
+from streams.domain.schedule import reminder_id
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.kafka_helpers import consume, produce, running
@@ -357,3 +358,41 @@ async def test_interacting_drugs_warn_once(settings: Settings) -> None:
         "Bayer Aspirin",
         "Coumadin 5 mg tablet",
     ]
+
+
+async def test_reminders_due_in_the_same_second_reach_each_patients_partition_once(
+    settings: Settings,
+) -> None:
+    """Decided and encoded ahead, sent in one batch per partition at the slot: every patient's
+    ReminderDue arrives once, with its slot's id, on the partition of the patient's input."""
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    clock = ShiftedClock()
+    use_clock(medstream, clock)
+    patients = [f"p-crowd-{index}" for index in range(12)]
+    store = medstream.patients.store
+    reminders = settings.topic_name("medication-reminders")
+    async with running(medstream):
+        slot = (clock() + timedelta(hours=1)).replace(microsecond=0)
+        for patient_id in patients:
+            await schedule_reminder(settings, Events(patient_id), slot)
+        await wait_for(
+            lambda: all("m1" in store.written_state(each).schedules for each in patients)
+        )
+        clock.reach_in(slot, 2.0)
+        records = await consume(settings, reminders, len(patients), 30)
+        await asyncio.sleep(2)  # nothing more may follow
+        records = await consume(settings, reminders, len(patients) + 1, 2)
+        inputs = await consume(settings, settings.topic_name("medication-events"), len(patients))
+
+    input_partition = {record.key.decode(): record.partition for record in inputs if record.key}
+    assert len(set(input_partition.values())) > 1, "the patients share one partition"
+    delivered = sorted(
+        (value["patient_id"], value["reminder_id"], record.partition)
+        for record, value in zip(records, values(records), strict=True)
+    )
+    assert delivered == sorted(
+        (patient_id, reminder_id(patient_id, "m1", slot), input_partition[patient_id])
+        for patient_id in patients
+    )
+    assert {value["event_type"] for value in values(records)} == {"ReminderDue"}
