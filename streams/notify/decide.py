@@ -236,7 +236,10 @@ def decide_release(
         # The wait for the patient's contact is over: planned with what there is now. The
         # waiting record is forgotten first, so a suppression may take its place.
         waiting = record.notification_id
-        seen_now: Seen = lambda nid: nid != waiting and seen(nid)  # noqa: E731
+
+        def seen_now(nid: str) -> bool:
+            return nid != waiting and seen(nid)
+
         if answered(source, state):
             planned = suppress(source, partition, seen_now, now, ANSWERED)
         else:

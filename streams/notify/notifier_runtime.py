@@ -150,7 +150,7 @@ class Notifier:
             elif isinstance(effect, Suppress):
                 self._write(effect.record)
                 self._suppressed.append(effect)
-            else:
+            elif isinstance(effect, Deliver):
                 self._write(effect.record)
                 # The task outlives the event's span: it is handed the trace context.
                 self._planned.append(_Planned(effect, tracing.current_context()))

@@ -233,3 +233,31 @@ async def test_a_worker_not_ready_for_its_tables_holds_the_event_instead_of_dead
     assert outcomes(emitted) == [("console#0", "delivered", None)]
     assert not of_type(emitted, DeadLetter)
     assert medstream.stats.dead_lettered == {}
+
+
+@pytest.mark.parametrize("targets", [("patient",), ()], ids=["delivery", "suppression"])
+async def test_nothing_is_delivered_or_published_before_the_ledger_is_acknowledged(
+    medstream: Medstream,
+    emitted: Emitted,
+    monkeypatch: pytest.MonkeyPatch,
+    targets: tuple[str, ...],
+) -> None:
+    # The adapter's durability order: the decision's ledger records first, acknowledged by
+    # the changelog; only then a delivery task or a published suppression.
+    notifier = medstream.notifier
+    acknowledged = notifier.ledger.acknowledged
+    at_acknowledgement: list[tuple[list[str], list[str], int]] = []
+
+    async def acknowledging() -> None:
+        statuses = sorted(record["status"] for record in notifier.ledger.values())
+        at_acknowledgement.append((statuses, list(notifier.running), len(outcomes(emitted))))
+        await acknowledged()
+
+    monkeypatch.setattr(notifier.ledger, "acknowledged", acknowledging)
+    await set_contact(medstream, "c1", *targets)
+    await notify(medstream, refill_alert(1))
+    final = "in_flight" if targets else "suppressed"
+    assert at_acknowledgement == [(sorted(["decided", final]), [], 0)]
+    assert [status for _channel, status, _error in outcomes(emitted)] == [
+        "delivered" if targets else "suppressed"
+    ]
