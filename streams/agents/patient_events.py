@@ -448,6 +448,8 @@ class ReminderRecorder:
 PREPARE_AHEAD = timedelta(minutes=2)
 # Share of each tick the timer may spend deciding entries ahead; the agents need the rest.
 PREPARE_SHARE = 0.4
+# Due entries planned on between two yields to the event loop.
+FOLLOW_UP_SLICE = 2_000
 
 
 @dataclass(eq=False)
@@ -459,8 +461,9 @@ class _Prepared:
     # What to send when it comes due (None: nothing), encoded when it was decided.
     output: ReminderDue | DoseMissed | None
     record: Encoded | None = None
-    # A reminder's next slot, as planned when it fires on time.
+    # A reminder's next slot (and its id), as planned when it fires on time.
     next_slot: datetime | None = None
+    next_reminder_id: str = ""
     stale: bool = False
 
 
@@ -548,20 +551,31 @@ class ReminderTimer:
             log.exception("rebuilding the reminder plan failed; retrying")
             self._planned_generation = None
             return
-        started = time.perf_counter()
         now = self.clock()
+        if self._prepared:
+            wait = (self._prepared[0][0] - now).total_seconds()
+            if 0 < wait < self.settings.reminder_tick_seconds:
+                # Due before the next tick: fired at its time, not up to a tick after it.
+                await asyncio.sleep(wait)
+                now = self.clock()
+        started = time.perf_counter()
         active = self.active_partitions()
         due: list[_Prepared] = []
         while self._prepared and self._prepared[0][0] <= now:
             prepared = heapq.heappop(self._prepared)[2]
             if not prepared.stale:  # else it is back in the queue
                 due.append(prepared)
+        undecided = self.queue.pop_due(now)
         try:
-            due.extend(self._decide(entry) for entry in self.queue.pop_due(now))
+            due.extend(self._decide(entry) for entry in undecided)
         except Exception:
             log.exception("deciding due reminder entries failed; retrying on the next tick")
             for prepared in due:
-                self._requeue(prepared.entry)
+                self._forget_prepared(prepared)
+            # Each entry once: those decided here are in both lists.
+            entries = {id(each): each for each in (*(p.entry for p in due), *undecided)}
+            for entry in entries.values():
+                self._requeue(entry)
             return
         try:
             await self._fire(due, now, active)
@@ -589,17 +603,21 @@ class ReminderTimer:
         reminder = reminder_for(
             state, entry.patient_id, entry.medication_id, entry.due_at, entry.reminder_id
         )
+        next_slot = first_slot_to_remind(
+            _emitted_up_to(state, entry.medication_id, entry.due_at),
+            entry.medication_id,
+            entry.due_at,
+            self.catch_up,
+        )
         return _Prepared(
             entry,
             state.partition,
             reminder,
             self._encode(reminder),
-            first_slot_to_remind(
-                _emitted_up_to(state, entry.medication_id, entry.due_at),
-                entry.medication_id,
-                entry.due_at,
-                self.catch_up,
-            ),
+            next_slot,
+            ""
+            if next_slot is None
+            else reminder_id(entry.patient_id, entry.medication_id, next_slot),
         )
 
     def _encode(self, output: ReminderDue | DoseMissed | None) -> Encoded | None:
@@ -623,11 +641,16 @@ class ReminderTimer:
                 to_send.append(prepared)
         if not to_send:
             return
-        for prepared, sent in zip(to_send, await self._send(to_send), strict=True):
+        acknowledged = await self._send(to_send)
+        for index, (prepared, sent) in enumerate(zip(to_send, acknowledged, strict=True)):
             if sent:
                 self._follow(prepared, now, sent=True)
             else:
                 self._requeue(prepared.entry)
+            if index % FOLLOW_UP_SLICE == FOLLOW_UP_SLICE - 1:
+                # A crowd's follow-ups take a while: the agents (recording and notifying these
+                # very reminders) get the loop in between.
+                await asyncio.sleep(0)
 
     async def _send(self, prepared: Sequence[_Prepared]) -> list[bool]:
         """Whether the broker acknowledged each entry's record."""
@@ -656,20 +679,18 @@ class ReminderTimer:
         entry = prepared.entry
         if entry.kind is DueKind.REMINDER:
             # The next slot of this schedule, strictly after the one just handled.
-            next_slot = prepared.next_slot
+            next_slot, next_id = prepared.next_slot, prepared.next_reminder_id
             if now - entry.due_at > self.catch_up:
                 # Fired late: the catch-up window moved on since it was decided.
                 state = _emitted_up_to(
                     self.store.written_state(entry.patient_id), entry.medication_id, entry.due_at
                 )
                 next_slot = first_slot_to_remind(state, entry.medication_id, now, self.catch_up)
+                if next_slot is not None:
+                    next_id = reminder_id(entry.patient_id, entry.medication_id, next_slot)
             if next_slot is not None:
                 self.queue.push(
-                    next_slot,
-                    DueKind.REMINDER,
-                    entry.patient_id,
-                    entry.medication_id,
-                    reminder_id(entry.patient_id, entry.medication_id, next_slot),
+                    next_slot, DueKind.REMINDER, entry.patient_id, entry.medication_id, next_id
                 )
         elif sent:
             self._missed_pending.add(entry.reminder_id)

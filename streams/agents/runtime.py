@@ -162,9 +162,9 @@ class Sent:
 
 # The most one batch of ``Emitter.emit_encoded_batch`` holds. aiokafka keeps one batch per
 # partition waiting for the sender, so the batch size bounds what one round trip to the broker
-# carries per partition: Faust's producer batch (16 KiB) is ~50 reminders. Below the broker's
-# default message.max.bytes (1 MiB), which a batch must not exceed.
-BATCH_MAX_BYTES = 512 * 1024
+# carries per partition: Faust's producer batch (16 KiB) is ~50 reminders, this ~2,900. Below
+# the broker's default message.max.bytes (1 MiB), which a batch must not exceed.
+BATCH_MAX_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, eq=False, slots=True)
