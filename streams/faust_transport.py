@@ -140,3 +140,14 @@ class AcknowledgedTable(faust.Table[str, Any]):
         pending, self._unacknowledged = self._unacknowledged, []
         for sent in pending:
             await sent
+
+
+def tables_recovered(app: faust.App) -> bool:
+    """No rebalance under way and table recovery done: until then the tables are incomplete."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    return not app.rebalancing and bool(recovery.completed.is_set())
+
+
+def active_partitions(app: faust.App, topic: str) -> set[int]:
+    """The partitions of ``topic`` this worker actively owns (copartitioned topics share them)."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}

@@ -6,10 +6,10 @@ from typing import Any
 
 import faust
 
+from streams.agents.notifier_runtime import Notifier
 from streams.agents.runtime import Intake
 from streams.notify.channel_setup import build_channels
 from streams.notify.decide import NO_CHANNEL
-from streams.notify.notifier_runtime import Notifier
 from streams.settings import Settings
 from streams.topology import (
     NOTIFY_ALERTS,

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import faust
@@ -24,10 +24,9 @@ from streams.agents.runtime import (
     Intake,
     Outcome,
     RejectedEventError,
-    active_partitions,
     declare_table,
-    tables_recovered,
 )
+from streams.clock import Clock, utc_now
 from streams.contracts.models import (
     EVENT_MODELS,
     DoseMissed,
@@ -60,7 +59,12 @@ from streams.domain.reminder_queue import (
     first_slot_to_remind,
 )
 from streams.domain.schedule import AnswerResult, reminder_id
-from streams.faust_transport import AcknowledgedTable, acting_for
+from streams.faust_transport import (
+    AcknowledgedTable,
+    acting_for,
+    active_partitions,
+    tables_recovered,
+)
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.settings import Settings
@@ -69,11 +73,6 @@ from streams.topology import APPLY_PATIENT_EVENTS, FIRE_DUE_REMINDERS, RECORD_RE
 log = logging.getLogger(__name__)
 
 MILLIS_PER_DAY = 86_400_000
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 SEEN_KEY = "seen_events"

@@ -118,12 +118,6 @@ class Settled(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-def tables_recovered(app: faust.App) -> bool:
-    """No rebalance under way and table recovery done: until then the tables are incomplete."""
-    recovery = app.tables.recovery  # type: ignore[attr-defined]
-    return not app.rebalancing and bool(recovery.completed.is_set())
-
-
 def declare_table(app: faust.App, settings: Settings, name: str) -> AcknowledgedTable:
     """A changelogged table partitioned like the input topics, its RocksDB memory bounded.
 
@@ -140,11 +134,6 @@ def declare_table(app: faust.App, settings: Settings, name: str) -> Acknowledged
     )
     app.tables.add(table)
     return table
-
-
-def active_partitions(app: faust.App, topic: str) -> set[int]:
-    """The partitions of ``topic`` this worker actively owns (copartitioned topics share them)."""
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 
 
 # A handler gets the event and the partition it arrived on.

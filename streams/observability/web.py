@@ -8,7 +8,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from streams.agents.runtime import tables_recovered
+from streams.faust_transport import tables_recovered
 from streams.observability.liveness import Liveness, positions_of
 from streams.observability.metrics import CONTENT_TYPE_LATEST, Metrics, collect_from_app
 from streams.topology import SAMPLE_PARTITION_PROGRESS

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.agents.runtime import tables_recovered
 from streams.app import create_app
+from streams.faust_transport import tables_recovered
 from streams.kafka_client import client_options
 from streams.settings import Settings
 from streams.topics import ensure_topics

@@ -84,3 +84,26 @@ def test_no_import_cycle_among_streams_modules() -> None:
 @pytest.mark.parametrize("module", sorted(set(MODULES) - {"streams.__main__"}))
 def test_every_module_imports(module: str) -> None:
     importlib.import_module(module)
+
+
+# The lower layers never reach up: the pure domain and the contract know nothing of Faust's
+# agents, and the notifier's channels and deciders nothing of the agents that apply them.
+FORBIDDEN_ABOVE: dict[str, tuple[str, ...]] = {
+    "streams.contracts": ("streams.domain", "streams.agents", "streams.notify", "streams.ops"),
+    "streams.domain": ("streams.agents", "streams.notify", "streams.ops", "streams.app"),
+    "streams.notify": ("streams.agents", "streams.ops", "streams.app"),
+    "streams.observability": ("streams.agents", "streams.ops", "streams.app"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN_ABOVE))
+def test_a_layer_imports_nothing_above_it(layer: str) -> None:
+    graph = import_graph()
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module == layer or module.startswith(f"{layer}.")
+        for target in targets
+        if target.startswith(FORBIDDEN_ABOVE[layer])
+    )
+    assert upward == []

@@ -8,15 +8,16 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import faust
 
-from streams.agents.runtime import Emitter, Outcome, active_partitions, tables_recovered
+from streams.agents.runtime import Emitter, Outcome
+from streams.clock import Clock, utc_now
 from streams.contracts.models import Event, NotificationOutcome
 from streams.contracts.vocabulary import DeliveryStatus
 from streams.domain.patient import PatientState
-from streams.faust_transport import AcknowledgedTable
+from streams.faust_transport import AcknowledgedTable, active_partitions, tables_recovered
 from streams.notify.channels import Channel, DeliveryError
 from streams.notify.decide import (
     PRUNE,
@@ -49,12 +50,6 @@ from streams.observability import tracing
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
