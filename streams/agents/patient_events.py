@@ -47,17 +47,21 @@ from streams.domain.patient import (
     PatientRules,
     PatientState,
     apply_input,
-    missed_dose_for,
     record_missed,
     record_reminder,
-    reminder_for,
 )
-from streams.domain.reminder_queue import (
-    DueEntry,
-    DueKind,
-    ReminderQueue,
-    first_slot_to_remind,
+from streams.domain.reminder_decide import (
+    Drop,
+    DueDecision,
+    MarkMissedPending,
+    PlanNext,
+    Skip,
+    decide_due,
+    decide_fire,
+    fired_late,
+    follow_up,
 )
+from streams.domain.reminder_queue import DueEntry, DueKind, ReminderQueue
 from streams.domain.schedule import AnswerResult, reminder_id
 from streams.faust_transport import (
     AcknowledgedTable,
@@ -456,13 +460,9 @@ class _Prepared:
     """A due entry decided ahead of its time; valid until the patient's record is written."""
 
     entry: DueEntry
-    partition: int | None
-    # What to send when it comes due (None: nothing), encoded when it was decided.
-    output: ReminderDue | DoseMissed | None
+    decision: DueDecision
+    # What the decision sends, encoded when it was decided (None: nothing to send).
     record: Encoded | None = None
-    # A reminder's next slot (and its id), as planned when it fires on time.
-    next_slot: datetime | None = None
-    next_reminder_id: str = ""
     stale: bool = False
 
 
@@ -595,32 +595,15 @@ class ReminderTimer:
             self._prepared_by_patient.setdefault(entry.patient_id, []).append(prepared)
 
     def _decide(self, entry: DueEntry) -> _Prepared:
-        state = self.store.written_state(entry.patient_id)
-        if entry.kind is DueKind.MISSED_CHECK:
-            missed = missed_dose_for(state, entry.patient_id, entry.reminder_id, self.grace)
-            return _Prepared(entry, state.partition, missed, self._encode(missed))
-        reminder = reminder_for(
-            state, entry.patient_id, entry.medication_id, entry.due_at, entry.reminder_id
+        decision = decide_due(
+            entry, self.store.written_state(entry.patient_id), self.grace, self.catch_up
         )
-        next_slot = first_slot_to_remind(
-            _emitted_up_to(state, entry.medication_id, entry.due_at),
-            entry.medication_id,
-            entry.due_at,
-            self.catch_up,
+        record = (
+            None
+            if isinstance(decision.send, Skip)
+            else self.emitter.encode(self.reminders_topic, decision.send.event)
         )
-        return _Prepared(
-            entry,
-            state.partition,
-            reminder,
-            self._encode(reminder),
-            next_slot,
-            ""
-            if next_slot is None
-            else reminder_id(entry.patient_id, entry.medication_id, next_slot),
-        )
-
-    def _encode(self, output: ReminderDue | DoseMissed | None) -> Encoded | None:
-        return None if output is None else self.emitter.encode(self.reminders_topic, output)
+        return _Prepared(entry, decision, record)
 
     async def _fire(self, due: Sequence[_Prepared], now: datetime, active: set[int]) -> None:
         """Send what is due in batches, then plan what follows each entry sent (or with
@@ -629,14 +612,10 @@ class ReminderTimer:
         to_send: list[_Prepared] = []
         for prepared in due:
             self._forget_prepared(prepared)
-            if prepared.partition not in active:
-                continue  # moved to another worker
-            if prepared.record is None or (
-                prepared.entry.kind is DueKind.MISSED_CHECK
-                and prepared.entry.reminder_id in self._missed_pending
-            ):
+            action = decide_fire(prepared.entry, prepared.decision, active, self._missed_pending)
+            if isinstance(action, Skip):
                 self._follow(prepared, now, sent=False)
-            else:
+            elif not isinstance(action, Drop):
                 to_send.append(prepared)
         if not to_send:
             return
@@ -676,23 +655,25 @@ class ReminderTimer:
 
     def _follow(self, prepared: _Prepared, now: datetime, *, sent: bool) -> None:
         entry = prepared.entry
-        if entry.kind is DueKind.REMINDER:
-            # The next slot of this schedule, strictly after the one just handled.
-            next_slot, next_id = prepared.next_slot, prepared.next_reminder_id
-            if now - entry.due_at > self.catch_up:
-                # Fired late: the catch-up window moved on since it was decided.
-                state = _emitted_up_to(
-                    self.store.written_state(entry.patient_id), entry.medication_id, entry.due_at
-                )
-                next_slot = first_slot_to_remind(state, entry.medication_id, now, self.catch_up)
-                if next_slot is not None:
-                    next_id = reminder_id(entry.patient_id, entry.medication_id, next_slot)
-            if next_slot is not None:
-                self.queue.push(
-                    next_slot, DueKind.REMINDER, entry.patient_id, entry.medication_id, next_id
-                )
-        elif sent:
-            self._missed_pending.add(entry.reminder_id)
+        # Read only when needed: a crowd's follow-ups would otherwise each parse a record.
+        written = (
+            self.store.written_state(entry.patient_id)
+            if entry.kind is DueKind.REMINDER and fired_late(entry, now, self.catch_up)
+            else None
+        )
+        effect = follow_up(
+            entry, prepared.decision, sent=sent, now=now, catch_up=self.catch_up, written=written
+        )
+        if isinstance(effect, PlanNext):
+            self.queue.push(
+                effect.slot,
+                DueKind.REMINDER,
+                entry.patient_id,
+                entry.medication_id,
+                effect.reminder_id,
+            )
+        elif isinstance(effect, MarkMissedPending):
+            self._missed_pending.add(effect.reminder_id)
 
     def _forget_prepared(self, prepared: _Prepared) -> None:
         siblings = self._prepared_by_patient.get(prepared.entry.patient_id)
@@ -712,21 +693,6 @@ class ReminderTimer:
 
     def forget_recorded_missed(self, reminder_id: str) -> None:
         self._missed_pending.discard(reminder_id)
-
-
-def _emitted_up_to(state: PatientState, medication_id: str, slot: datetime) -> PatientState:
-    """The state as if the schedule's reminders were emitted up to ``slot``."""
-    schedule = state.schedules.get(medication_id)
-    if schedule is None:
-        return state
-    return state.model_copy(
-        update={
-            "schedules": {
-                **state.schedules,
-                medication_id: schedule.model_copy(update={"last_emitted": slot}),
-            }
-        }
-    )
 
 
 def declare_patient_tables(

@@ -560,21 +560,50 @@ def apply_input(state: PatientState, event: Event, rules: PatientRules, now: dat
     raise TypeError(f"not an input event: {type(event).__name__}")
 
 
+# Why a due slot sends nothing.
+NOT_ACTIVE = "the medication is not active (discontinued, or its schedule removed)"
+ALREADY_REMINDED = "the slot was reminded already"
+BEFORE_ACTIVE_FROM = "the slot is before the schedule took effect"
+ALREADY_ANSWERED = "the dose was answered already"
+NO_OPEN_SLOT = "the slot is not open (never reminded, or closed already)"
+
+
+def why_no_reminder(
+    state: PatientState, medication_id: str, slot: datetime, reminder_id: str
+) -> str | None:
+    """Why the slot must not be reminded (any more), or None when it must."""
+    schedule = state.schedules.get(medication_id)
+    if state.active_medication(medication_id) is None or schedule is None:
+        return NOT_ACTIVE
+    if schedule.last_emitted is not None and slot <= schedule.last_emitted:
+        return ALREADY_REMINDED
+    if slot < schedule.active_from:
+        return BEFORE_ACTIVE_FROM
+    if is_answered(state, reminder_id):
+        # Taken (or skipped) ahead of its reminder: a reminder now would invite a second dose.
+        return ALREADY_ANSWERED
+    return None
+
+
+def why_no_missed_dose(state: PatientState, reminder_id: str) -> str | None:
+    """Why a slot whose grace window passed is not a missed dose, or None when it is."""
+    slot = state.open_slots.get(reminder_id)
+    if slot is None:
+        return NO_OPEN_SLOT
+    if is_answered(state, reminder_id):
+        return ALREADY_ANSWERED
+    if state.active_medication(slot.medication_id) is None:
+        return NOT_ACTIVE
+    return None
+
+
 def reminder_for(
     state: PatientState, patient_id: str, medication_id: str, slot: datetime, reminder_id: str
 ) -> ReminderDue | None:
     """The ReminderDue for a slot, or None when the slot must not be reminded (any more)."""
-    record = state.active_medication(medication_id)
-    schedule = state.schedules.get(medication_id)
-    if record is None or schedule is None:
+    if why_no_reminder(state, medication_id, slot, reminder_id) is not None:
         return None
-    if schedule.last_emitted is not None and slot <= schedule.last_emitted:
-        return None
-    if slot < schedule.active_from:
-        return None
-    if is_answered(state, reminder_id):
-        # Taken (or skipped) ahead of its reminder: a reminder now would invite a second dose.
-        return None
+    record = state.medications[medication_id]
     return ReminderDue(
         event_id=reminder_id,
         patient_id=patient_id,
@@ -622,13 +651,9 @@ def missed_dose_for(
     state: PatientState, patient_id: str, reminder_id: str, grace: timedelta
 ) -> DoseMissed | None:
     """The DoseMissed for a slot whose grace window passed, or None when it was answered."""
-    slot = state.open_slots.get(reminder_id)
-    if (
-        slot is None
-        or is_answered(state, reminder_id)
-        or state.active_medication(slot.medication_id) is None
-    ):
+    if why_no_missed_dose(state, reminder_id) is not None:
         return None
+    slot = state.open_slots[reminder_id]
     record = state.medications[slot.medication_id]
     missed_id = stable_id("missed", reminder_id)
     return DoseMissed(
