@@ -145,8 +145,13 @@ def render_server_properties(cluster: ClusterSpec, node: NodeSpec) -> str:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes in unpadded URL-safe base64."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """A Kafka cluster id: 16 random bytes in unpadded URL-safe base64, never starting with '-'
+    (the storage tool's argument parser takes one for an option: 1 start in 64 failed so, and
+    Kafka's own Uuid.randomUuid draws again for the same reason)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def ensure_classpath(cluster: ClusterSpec) -> Path:

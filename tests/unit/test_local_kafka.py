@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from pathlib import Path
 
+import pytest
+
+from streams import local_kafka
 from streams.local_kafka import ClusterSpec, NodeSpec, new_cluster_id, render_server_properties
 from streams.settings import Settings
 
@@ -56,3 +60,13 @@ def test_cluster_ids_are_sixteen_random_bytes() -> None:
     first, second = new_cluster_id(), new_cluster_id()
     assert first != second
     assert len(base64.urlsafe_b64decode(first + "==")) == 16
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uuid4 bytes whose base64 starts with '-' (0xf8...) come first: the storage tool would
+    # read such an id as an option and refuse to format.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(draws))
+    cluster_id = new_cluster_id()
+    assert not cluster_id.startswith("-")
+    assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
