@@ -20,7 +20,7 @@ from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules
-from streams.faust_transport import install_transport
+from streams.faust_transport import active_partitions, install_transport
 from streams.kafka_client import ssl_context
 from streams.observability.liveness import Liveness, crash_aware_supervisor
 from streams.observability.metrics import Metrics
@@ -28,6 +28,7 @@ from streams.observability.web import default_readiness, install_liveness, insta
 from streams.ops.admin_http import ADMIN_BODY_MAX_BYTES, install_admin
 from streams.ops.control import install_control
 from streams.settings import SecurityProtocol, Settings
+from streams.state.checkpoint import Restorer
 from streams.stats import PipelineStats
 from streams.topics import (
     ADMIN_ALERTS,
@@ -88,6 +89,7 @@ class Medstream:
     notifier: Notifier
     metrics: Metrics
     liveness: Liveness
+    restorer: Restorer
 
 
 def _credentials(settings: Settings) -> Any:
@@ -219,17 +221,27 @@ def create_app(settings: Settings) -> Medstream:
         refill_alerts_topic=topics.refill_alerts_topic,
         interaction_warnings_topic=topics.interaction_warnings_topic,
     )
+    ledger = declare_table(app, settings, DELIVERY_LEDGER_TABLE)
+    input_topic_name = settings.topic_name(MEDICATION_EVENTS.base_name)
+    restorer = Restorer(
+        tables=(store.table, ledger),
+        generation=lambda: app.consumer_generation_id,
+        active_partitions=lambda: active_partitions(app, input_topic_name),
+    )
+    restorer.on_restored.append(metrics.restored)
+    intake = replace(intake, ready=restorer.ready)
     releases_topic = declare(NOTIFICATION_RELEASES)
     notifier = Notifier(
         app=app,
         settings=settings,
         patient_state=store.state,
-        ledger=declare_table(app, settings, DELIVERY_LEDGER_TABLE),
+        restorer=restorer,
+        ledger=ledger,
         emitter=emitter,
         notifications_topic=topics.notifications_topic,
         admin_alerts_topic=topics.admin_alerts_topic,
         releases_topic=releases_topic,
-        input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
+        input_topic_name=input_topic_name,
         channels=build_channels(settings),
     )
     install_notifier(
@@ -250,7 +262,8 @@ def create_app(settings: Settings) -> Medstream:
         app,
         settings=settings,
         input_topic=reads(APPLY_PATIENT_EVENTS),
-        input_topic_name=settings.topic_name(MEDICATION_EVENTS.base_name),
+        input_topic_name=input_topic_name,
+        restorer=restorer,
         reminders_topic=topics.medication_reminders_topic,
         reminders_source=reads(RECORD_REMINDERS),
         intake=intake,
@@ -266,7 +279,8 @@ def create_app(settings: Settings) -> Medstream:
     install_control(app, settings, pausable_topics())
     liveness.agents.update(app.agents)
     install_liveness(app, liveness)
-    install_web(app, metrics, default_readiness(app, liveness), dict(app.tables.items()), liveness)
+    tables = {table.name: table for table in restorer.tables}
+    install_web(app, metrics, default_readiness(app, restorer, liveness), tables, liveness)
     install_admin(app, settings)
     return Medstream(
         app=app,
@@ -277,4 +291,5 @@ def create_app(settings: Settings) -> Medstream:
         notifier=notifier,
         metrics=metrics,
         liveness=liveness,
+        restorer=restorer,
     )

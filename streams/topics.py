@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -100,11 +101,23 @@ async def ensure_topics(
     Existing topics are left as they are: changing a live topic's partition count would move
     patients between partitions and break per-patient ordering.
     """
+    return await ensure_named_topics(
+        settings,
+        {
+            settings.topic_name(spec.base_name): (spec.partition_count(settings), spec.compacted)
+            for spec in specs
+        },
+    )
+
+
+async def ensure_named_topics(
+    settings: Settings, wanted: Mapping[str, tuple[int, bool]]
+) -> list[str]:
+    """Create those of ``wanted`` (full name: partitions, compacted) that do not exist yet."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = {settings.topic_name(spec.base_name): spec for spec in specs}
         missing = [name for name in wanted if name not in existing]
         if missing:
             # Another worker may create them at the same moment.
@@ -113,11 +126,9 @@ async def ensure_topics(
                     [
                         NewTopic(
                             name,
-                            num_partitions=wanted[name].partition_count(settings),
+                            num_partitions=wanted[name][0],
                             replication_factor=settings.topic_replication_factor,
-                            topic_configs=(
-                                {"cleanup.policy": "compact"} if wanted[name].compacted else {}
-                            ),
+                            topic_configs={"cleanup.policy": "compact"} if wanted[name][1] else {},
                         )
                         for name in missing
                     ]

@@ -42,7 +42,7 @@ def install_notifier(
 
     @app.agent(notifications_source, name=RECORD_DELIVERIES.name)
     async def record_deliveries(stream: faust.StreamT[Any]) -> None:
-        await notifications_intake.run(stream, notifier.record_outcome)
+        await notifications_intake.run(stream, notifier.record_outcome, notifier.start_planned)
 
     @app.agent(releases_source, name=RELEASE_DEFERRED_NOTIFICATIONS.name)
     async def release_deferred(stream: faust.StreamT[Any]) -> None:

@@ -17,7 +17,7 @@ from streams.clock import Clock, utc_now
 from streams.contracts.models import Event, NotificationOutcome
 from streams.contracts.vocabulary import DeliveryStatus
 from streams.domain.patient import PatientState
-from streams.faust_transport import AcknowledgedTable, active_partitions, tables_recovered
+from streams.faust_transport import active_partitions, tables_recovered
 from streams.notify.channels import Channel, DeliveryError
 from streams.notify.decide import (
     PRUNE,
@@ -48,6 +48,8 @@ from streams.notify.messages import NotifiableEvent, render
 from streams.notify.policy import backoff_delays
 from streams.observability import tracing
 from streams.settings import Settings
+from streams.state.checkpoint import Restorer, checkpoint
+from streams.state.table import ChangelogTable
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ class Notifier:
     app: faust.App
     settings: Settings
     patient_state: Callable[[str], PatientState]
-    ledger: AcknowledgedTable
+    restorer: Restorer
+    ledger: ChangelogTable
     emitter: Emitter
     notifications_topic: faust.TopicT
     admin_alerts_topic: faust.TopicT
@@ -134,7 +137,7 @@ class Notifier:
             log.info("%s: not delivered", decision.why)
         for effect in decision.effects:
             if isinstance(effect, Forget):
-                del self.ledger[effect.notification_id]
+                self.ledger.delete(effect.notification_id)
             elif isinstance(effect, Publish):
                 await self._finish(effect)
             elif isinstance(effect, Record):
@@ -161,12 +164,10 @@ class Notifier:
         before anybody can be reached or any outcome published: after a crash they are what
         stops a second delivery, or a delivery of an alert already reported as suppressed.
         """
-        if not self._planned and not self._suppressed:
-            return
         planned, self._planned = self._planned, []
         suppressed, self._suppressed = self._suppressed, []
         try:
-            await self.ledger.acknowledged()
+            await checkpoint([self.ledger])
         except BaseException:
             # Kept for the intake's next try of the batch end: nothing of them happened yet.
             self._planned[:0], self._suppressed[:0] = planned, suppressed
@@ -273,6 +274,7 @@ class Notifier:
         if not tables_recovered(self.app):
             return
         try:
+            await self.restorer.ready()
             now = self.clock()
             generation = self.app.consumer_generation_id
             if needs_scan(generation, self._planned_generation, self._last_scan, now):
@@ -287,7 +289,7 @@ class Notifier:
 
     async def _scan_ledger(self) -> None:
         active = active_partitions(self.app, self.input_topic_name)
-        values = (value for _key, value in self.ledger.items())
+        values = (value for _key, value in self.ledger.items(active))
         scan = scan_ledger(values, active, self.running, self.clock(), self._rules)
         self._deferred[:] = scan.releases
         self._suspects.clear()
@@ -323,7 +325,11 @@ class Notifier:
         return None if value is None else DeliveryRecord.model_validate(value)
 
     def _write(self, record: DeliveryRecord) -> None:
-        self.ledger[record.notification_id] = record.model_dump(mode="json", exclude_none=True)
+        self.ledger.set(
+            record.notification_id,
+            record.model_dump(mode="json", exclude_none=True),
+            record.partition,
+        )
 
     async def close(self) -> None:
         """On a graceful stop: let running deliveries finish (one timeout), then close channels.

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import faust
-from faust.streams import current_event
 
 from streams.agents.runtime import (
     BatchFullError,
@@ -63,15 +62,12 @@ from streams.domain.reminder_decide import (
 )
 from streams.domain.reminder_queue import DueEntry, DueKind, ReminderQueue
 from streams.domain.schedule import AnswerResult, reminder_id
-from streams.faust_transport import (
-    AcknowledgedTable,
-    acting_for,
-    active_partitions,
-    tables_recovered,
-)
+from streams.faust_transport import active_partitions, tables_recovered
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.settings import Settings
+from streams.state.checkpoint import Restorer, checkpoint
+from streams.state.table import ChangelogTable
 from streams.topology import APPLY_PATIENT_EVENTS, FIRE_DUE_REMINDERS, RECORD_REMINDERS
 
 log = logging.getLogger(__name__)
@@ -116,8 +112,8 @@ class _Staged:
 
     state: PatientState
     seen: SeenEvents
-    # The event the write is made for: it names the table partition to Faust.
-    source: faust.EventT[Any]
+    # The table partition of the record: the partition the patient's events arrive on.
+    partition: int
     # What this batch's events of the patient caused, sent once the record is written, each
     # with the trace context of the event that caused it.
     outputs: list[tuple[Event, tracing.Context | None]] = field(default_factory=list)
@@ -139,21 +135,21 @@ def record_bytes(state: PatientState, seen: SeenEvents, outputs_bytes: int) -> i
 
 @dataclass
 class PatientStore:
-    """The per-patient table, written back once per batch.
+    """The per-patient table, written back once per batch through the checkpoint.
 
     One record per patient holds the medication state and the event_ids seen, so a batch
     costs one table write per patient it touched, however many of its events it handled.
     Reads see staged records first, so the agents of this worker see the latest state.
 
     Outputs (alerts, warnings) are sent only after the record that caused them is written
-    and acknowledged by the changelog, so whoever receives one (the notifier of any worker)
-    finds the state behind it. The record keeps them in an outbox until the broker acknowledged
-    them: after a crash in between, the worker that takes the partition over sends them
-    again (same ids) from the outbox instead of their being lost.
+    and acknowledged by the changelog (``streams.state.checkpoint``), so whoever receives one
+    (the notifier of any worker) finds the state behind it. The record keeps them in an outbox
+    until the broker acknowledged them: after a crash in between, the worker that takes the
+    partition over sends them again (same ids) from the outbox instead of their being lost.
     """
 
     app: faust.App
-    table: AcknowledgedTable
+    table: ChangelogTable
     emitter: Emitter
     output_topics: Mapping[str, faust.TopicT]
     # The largest record a patient may have: the changelog refuses records over the broker's
@@ -170,7 +166,7 @@ class PatientStore:
 
     def _written(self, patient_id: str) -> tuple[PatientState, SeenEvents]:
         if self._read_generation != self.app.consumer_generation_id:
-            # A rebalance may have recovered other writers' records into the table.
+            # A rebalance may have restored other writers' records into the table.
             self._read.clear()
             self._read_generation = self.app.consumer_generation_id
         record = self._read.get(patient_id)
@@ -207,16 +203,15 @@ class PatientStore:
         seen: SeenEvents | None = None,
         outputs: Iterable[Event] = (),
     ) -> None:
-        """Keep the patient's new record, and what it causes, until the next ``write_back``
-        (while Faust's current event is the one whose handling changed it).
+        """Keep the patient's new record (its ``partition`` set), and what it causes, until
+        the next ``write_back``.
 
         Raises LimitExceededError, staging nothing, when the record would be larger than
         ``max_record_bytes``; BatchFullError when only the outputs that earlier events of the
         batch staged for this patient make it too large (written back, they leave the outbox).
         """
-        source = current_event()
-        if source is None:
-            raise RuntimeError("a patient record is staged only while an event is handled")
+        if state.partition is None:
+            raise RuntimeError("a patient record is staged with the partition it belongs to")
         previous = self._staged.get(patient_id)
         seen = seen if seen is not None else self.seen(patient_id)
         new_outputs = [(output, tracing.current_context()) for output in outputs]
@@ -233,7 +228,7 @@ class PatientStore:
         self._staged[patient_id] = _Staged(
             state=state,
             seen=seen,
-            source=source,
+            partition=state.partition,
             outputs=[*(previous.outputs if previous else ()), *new_outputs],
             outputs_bytes=earlier_bytes + new_bytes,
         )
@@ -242,8 +237,8 @@ class PatientStore:
         """Write every staged record, then send the outputs behind them.
 
         Two round trips per batch, whatever its size: the changelog's acknowledgements, and
-        the outputs'. A record with outputs is written a second time, without its
-        outbox, once they are acknowledged.
+        the outputs'. A record with outputs is written a second time, without its outbox,
+        once they are acknowledged.
         """
         async with self._writing:
             staged_records, self._staged = self._staged, {}
@@ -270,23 +265,29 @@ class PatientStore:
 
     async def _write(self, staged_records: dict[str, _Staged]) -> None:
         for patient_id, staged in staged_records.items():
-            with acting_for(staged.source):
-                self.table[patient_id] = dump_record(
-                    staged.state, staged.seen, [output for output, _ in staged.outputs]
-                )
-        for patient_id in staged_records:
-            for listener in self.on_written:
-                listener(patient_id)
+            self.table.set(
+                patient_id,
+                dump_record(staged.state, staged.seen, [output for output, _ in staged.outputs]),
+                staged.partition,
+            )
         with_outputs = {pid: s for pid, s in staged_records.items() if s.outputs}
+
+        async def send_outputs() -> None:
+            for patient_id in staged_records:
+                for listener in self.on_written:
+                    listener(patient_id)
+            await self._send(
+                [output for staged in with_outputs.values() for output in staged.outputs]
+            )
+
+        await checkpoint([self.table], send_outputs)
         if not with_outputs:
             return
-        await self.table.acknowledged()
-        await self._send([output for staged in with_outputs.values() for output in staged.outputs])
         for patient_id, staged in with_outputs.items():
             if patient_id in self._staged:
                 continue  # staged again meanwhile: that write replaces the outbox
-            with acting_for(staged.source):
-                self.table[patient_id] = dump_record(staged.state, staged.seen)
+            self.table.set(patient_id, dump_record(staged.state, staged.seen), staged.partition)
+        await checkpoint([self.table])
 
     def patients_of(
         self, partitions: Collection[int], unsent: list[Event]
@@ -295,15 +296,14 @@ class PatientStore:
         time (a million parsed states held at once took gigabytes that Python never gave
         back). In the same pass, the outputs their outboxes still hold (their writer may have
         crashed before the broker acknowledged them) are added to ``unsent``."""
-        for patient_id, value in self.table.items():
-            # Checked raw first: records of standby partitions are never parsed.
-            if not value or value.get("partition") not in partitions:
+        for patient_id, value in self.table.items(partitions):
+            if not value:
                 continue
             unsent.extend(load_outbox(value))
             if patient_id not in self._staged:
                 yield patient_id, load_state(value)
         for patient_id, staged in list(self._staged.items()):
-            if staged.state.partition in partitions:
+            if staged.partition in partitions:
                 yield patient_id, staged.state
 
     async def send_again(self, outputs: Sequence[Event]) -> None:
@@ -483,6 +483,7 @@ class ReminderTimer:
     reminders_topic: faust.TopicT
     input_topic_name: str
     queue: ReminderQueue
+    restorer: Restorer
     clock: Clock = utc_now
     _planned_generation: int | None = None
     # Missed doses emitted but not yet recorded by the recorder: never emitted twice meanwhile.
@@ -500,9 +501,18 @@ class ReminderTimer:
     def catch_up(self) -> timedelta:
         return timedelta(minutes=self.settings.reminder_catch_up_minutes)
 
-    def ready(self) -> bool:
-        """Partitions assigned and tables recovered (until then the tables are incomplete)."""
-        return tables_recovered(self.app)
+    async def ready(self) -> bool:
+        """Partitions assigned and their tables restored (until then they are incomplete)."""
+        if not tables_recovered(self.app):
+            return False
+        try:
+            await self.restorer.ready()
+        except Exception as error:
+            log.error(
+                "restoring the tables failed (%s); retrying on the next tick", type(error).__name__
+            )
+            return False
+        return True
 
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, self.input_topic_name)
@@ -538,7 +548,7 @@ class ReminderTimer:
         return unsent
 
     async def tick(self) -> None:
-        if not self.ready():
+        if not await self.ready():
             return
         try:
             unsent = self.replan_if_reassigned()
@@ -732,6 +742,7 @@ def install_patient_agents(
     settings: Settings,
     input_topic: faust.TopicT,
     input_topic_name: str,
+    restorer: Restorer,
     reminders_topic: faust.TopicT,
     intake: Intake,
     reminders_intake: Intake,
@@ -776,6 +787,7 @@ def install_patient_agents(
         reminders_topic=reminders_topic,
         input_topic_name=input_topic_name,
         queue=queue,
+        restorer=restorer,
         clock=clock,
     )
 

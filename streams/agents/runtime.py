@@ -12,11 +12,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import faust
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.errors import KafkaError
 from faust.exceptions import PartitionsMismatch
-from faust.types import AppT
 
 from streams.contracts.codecs import (
     ContractError,
@@ -29,10 +26,14 @@ from streams.contracts.codecs import (
 from streams.contracts.dead_letters import DEFAULT_MAX_VALUE_BYTES, build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
-from streams.faust_transport import AcknowledgedTable, acting_for
+from streams.faust_transport import acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
+from streams.producer_batches import Record, aiokafka_producer, partition_of, send_batches
 from streams.settings import Settings
+from streams.state.changelog import KafkaChangelog, changelog_topic
+from streams.state.stores import open_store
+from streams.state.table import ChangelogTable
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +119,22 @@ class Settled(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-def declare_table(app: faust.App, settings: Settings, name: str) -> AcknowledgedTable:
-    """A changelogged table partitioned like the input topics, its RocksDB memory bounded.
+def declare_table(app: faust.App, settings: Settings, name: str) -> ChangelogTable:
+    """A table partitioned like the input topics, in medstream's own store (RocksDB or memory,
+    its memory bounded) with its changelog on Kafka under Faust's name for it.
 
-    It declares no key or value type: records are plain JSON (Faust's default codec),
-    validated into medstream's models when read.
+    It declares no key or value type: records are plain JSON, validated into medstream's
+    models when read.
     """
-    table = AcknowledgedTable(
-        app,
-        name=name,
-        default=None,
-        beacon=app.tables.beacon,
-        partitions=settings.topic_partitions,
-        options=settings.table_options(),
+    mebibyte = 1024 * 1024
+    store = open_store(
+        settings.store_url,
+        settings.data_dir / f"{settings.app_id}-tables" / name,
+        block_cache_bytes=settings.rocksdb_block_cache_mb * mebibyte,
+        write_buffer_bytes=settings.rocksdb_write_buffer_mb * mebibyte,
     )
-    app.tables.add(table)
-    return table
+    changelog = KafkaChangelog(app, settings, changelog_topic(settings, name))
+    return ChangelogTable(name, store, changelog, settings.topic_partitions)
 
 
 # A handler gets the event and the partition it arrived on.
@@ -147,13 +148,6 @@ class Sent:
     topic: faust.TopicT
     event: Event
     acknowledged: Awaitable[Any]
-
-
-# The most one batch of ``Emitter.emit_encoded_batch`` holds. aiokafka keeps one batch per
-# partition waiting for the sender, so the batch size bounds what one round trip to the broker
-# carries per partition: Faust's producer batch (16 KiB) is ~50 reminders, this ~2,900. Below
-# the broker's default message.max.bytes (1 MiB), which a batch must not exceed.
-BATCH_MAX_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -177,60 +171,6 @@ class SentBatch:
     topic: faust.TopicT
     records: Sequence[Encoded]
     acknowledged: Awaitable[Any]
-
-
-def aiokafka_producer(app: AppT) -> AIOKafkaProducer:
-    """The aiokafka producer under the app's Faust producer (its aiokafka driver's).
-
-    Raises KafkaTimeoutError while the app's producer is not started: the caller retries.
-    """
-    producer = getattr(app.producer, "_producer", None)
-    if not isinstance(producer, AIOKafkaProducer):
-        raise KafkaTimeoutError("the app's producer is not started")
-    return producer
-
-
-def _partition_of(app: AppT, topic: str, key: bytes) -> int | None:
-    """The partition the producer's own partitioner gives ``key`` (murmur2 by default), as its
-    ``send`` would; None while the producer or the topic's metadata is not there yet."""
-    producer = getattr(app.producer, "_producer", None)
-    if not isinstance(producer, AIOKafkaProducer):
-        return None
-    if not producer.client.cluster.partitions_for_topic(topic):
-        return None
-    return int(producer._partition(topic, None, key, None, key, None))
-
-
-def _new_batch(producer: AIOKafkaProducer) -> BatchBuilder:
-    # ``producer.create_batch()`` with a larger size: the builder takes its size when built.
-    accumulator = producer._message_accumulator
-    transactional = producer._txn_manager is not None and (
-        producer._txn_manager.transactional_id is not None
-    )
-    return BatchBuilder(
-        min(BATCH_MAX_BYTES, producer._max_request_size),
-        accumulator._compression_type,
-        is_transactional=transactional,
-    )
-
-
-def _filled_batches(
-    producer: AIOKafkaProducer, records: Sequence[Encoded]
-) -> Iterator[tuple[list[Encoded], BatchBuilder]]:
-    """The records in batches, in order, each as full as ``BATCH_MAX_BYTES`` allows."""
-    batch, chunk = _new_batch(producer), list[Encoded]()
-    for record in records:
-        appended = batch.append(
-            timestamp=None, key=record.key, value=record.value, headers=record.headers
-        )
-        if appended is None:
-            yield chunk, batch
-            # An empty batch takes any record, however large.
-            batch, chunk = _new_batch(producer), list[Encoded]()
-            batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
-        chunk.append(record)
-    if chunk:
-        yield chunk, batch
 
 
 class Emitter:
@@ -270,7 +210,7 @@ class Emitter:
         key = event.patient_id.encode("utf-8")
         with tracing.produce_span(name, event.event_type, event.event_id) as headers:
             value = self.encoder.encode(event)
-        return Encoded(event, key, value, list(headers), _partition_of(topic.app, name, key))
+        return Encoded(event, key, value, list(headers), partition_of(topic.app, name, key))
 
     async def emit_encoded_batch(
         self, topic: faust.TopicT, records: Sequence[Encoded]
@@ -286,27 +226,20 @@ class Emitter:
         producer = aiokafka_producer(topic.app)
         if any(record.partition is None for record in records):
             await producer.partitions_for(name)  # waits for the topic's metadata
-        by_partition: dict[int, list[Encoded]] = {}
+        by_partition: dict[int, list[tuple[Encoded, Record]]] = {}
         for record in records:
             partition = record.partition
             if partition is None:
                 partition = int(producer._partition(name, None, record.key, None, record.key, None))
-            by_partition.setdefault(partition, []).append(record)
-        loop = asyncio.get_running_loop()
+            by_partition.setdefault(partition, []).append(
+                (record, Record(record.key, record.value, record.headers))
+            )
         sent: list[SentBatch] = []
         for partition, group in by_partition.items():
-            for chunk, batch in _filled_batches(producer, group):
-                acknowledged: asyncio.Future[Any]
-                try:
-                    acknowledged = await producer.send_batch(batch, name, partition=partition)
-                except KafkaError as error:
-                    acknowledged = loop.create_future()
-                    acknowledged.set_exception(error)
-                else:
-                    self.metrics.produced(name, len(chunk))
-                sent.append(SentBatch(topic, chunk, acknowledged))
-                # The sender task takes this batch while the next one fills.
-                await asyncio.sleep(0)
+            for handed in await send_batches(producer, name, partition, group):
+                if not handed.acknowledged.done() or handed.acknowledged.exception() is None:
+                    self.metrics.produced(name, len(handed.items))
+                sent.append(SentBatch(topic, handed.items, handed.acknowledged))
         return sent
 
     async def send_confirmed(
@@ -359,6 +292,8 @@ class Intake:
     batch_max_events: int = 500
     batch_window_seconds: float = 0.01
     dead_letter_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    # Awaited before each batch: the tables restored for the current assignment.
+    ready: Callable[[], Awaitable[None]] = _nothing_to_finish
     # What the current batch's events came to, counted once the batch is durable.
     _settled: list[tuple[Settled, str]] = field(default_factory=list)
 
@@ -375,26 +310,28 @@ class Intake:
         given = finish_batch or _nothing_to_finish
 
         async def finish() -> None:
-            await self._finish(given)
+            await self._until_done(given, "finishing a batch")
 
         async for batch in batches:
+            await self._until_done(self.ready, "restoring the tables")
             for record in batch:
                 with acting_for(record):
                     await self.handle_record(record, handler, finish)
             await finish()
             self._count_settled()
 
-    async def _finish(self, finish_batch: Callable[[], Awaitable[None]]) -> None:
-        """Make the batch durable, trying again until it is: an exception escaping here would
-        stop the agent, and Faust would then acknowledge the batch's events as it closes the
-        stream, although their state and outputs were never stored."""
+    async def _until_done(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run ``step`` until it succeeds: an exception escaping here would stop the agent,
+        and Faust would then acknowledge the batch's events as it closes the stream, although
+        their state and outputs were never stored."""
         for delay in waits_before_retrying():
             try:
-                await finish_batch()
+                await step()
                 return
             except Exception as error:
                 log.error(
-                    "finishing a batch of %s failed (%s); trying again in %.1fs, the stream waits",
+                    "%s of %s failed (%s); trying again in %.1fs, the stream waits",
+                    what,
                     self.agent,
                     type(error).__name__,
                     delay,

@@ -112,6 +112,11 @@ class Metrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self._restored_records = Counter(
+            "medstream_state_restored_records_total",
+            "Changelog records this worker read to restore its tables.",
+            registry=self.registry,
+        )
         self._table_entries = Gauge(
             "medstream_table_entries",
             "Keys in a table's partitions held by this worker.",
@@ -172,6 +177,10 @@ class Metrics:
             for sample in family.samples:
                 found.add((sample.labels["topic"], int(sample.labels["partition"])))
         return found
+
+    def restored(self, records: int) -> None:
+        """A restore of the tables read ``records`` changelog records."""
+        self._restored_records.inc(records)
 
     def set_table_entries(self, table: str, n: int) -> None:
         """The number of keys of ``table`` held by this worker."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from faust.web import Request, Response, View
@@ -16,9 +16,18 @@ from streams.topology import SAMPLE_PARTITION_PROGRESS
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def default_readiness(app: faust.App, liveness: Liveness | None = None) -> Readiness:
-    """Ready once the consumer has partitions, no rebalance is under way and tables recovered,
-    while no agent is down after a crash and no partition is stalled."""
+class StateReadiness(Protocol):
+    """Whether the tables of the current assignment are restored (streams.state.Restorer)."""
+
+    def is_ready(self) -> bool: ...
+
+
+def default_readiness(
+    app: faust.App, state: StateReadiness | None = None, liveness: Liveness | None = None
+) -> Readiness:
+    """Ready once the consumer has partitions, no rebalance is under way and every assigned
+    partition's tables are restored, while no agent is down after a crash and no partition is
+    stalled."""
 
     def readiness() -> tuple[bool, str]:
         problem = liveness.problem() if liveness is not None else None
@@ -30,7 +39,7 @@ def default_readiness(app: faust.App, liveness: Liveness | None = None) -> Readi
             return False, "the Kafka consumer is not started"
         if not assignment:
             return False, "no partitions are assigned"
-        if not tables_recovered(app):
+        if not tables_recovered(app) or (state is not None and not state.is_ready()):
             return False, "a rebalance or table recovery is in progress"
         return True, "partitions assigned and tables recovered"
 

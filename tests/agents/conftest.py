@@ -13,11 +13,13 @@ from streams.agents.runtime import Encoded, Sent, SentBatch
 from streams.app import Medstream, create_app
 from streams.contracts.models import Event
 from streams.settings import Settings
+from streams.state.changelog import MemoryChangelog
 from tests.agents.harness import NOW, Emitted
 
 
 def agent_test_app(monkeypatch: pytest.MonkeyPatch, **settings: object) -> Medstream:
-    """The real app with in-memory tables and a fixed clock, as the agent tests need it."""
+    """The real app with in-memory tables and changelogs and a fixed clock, as the agent tests
+    need it."""
     app = create_app(
         Settings(
             store_url="memory://",
@@ -31,13 +33,9 @@ def agent_test_app(monkeypatch: pytest.MonkeyPatch, **settings: object) -> Medst
     monkeypatch.setattr(app.patients.processor, "clock", lambda: NOW)
     monkeypatch.setattr(app.notifier, "clock", lambda: NOW)
 
-    async def acknowledged() -> None:
-        # The producer does not run in a test context: changelog records are never
-        # acknowledged (the in-memory tables are already written).
-        return None
-
-    for table in (app.patients.store.table, app.notifier.ledger):
-        monkeypatch.setattr(table, "acknowledged", acknowledged)
+    # No broker in an agent test: the tables' changelogs are lists (streams.state).
+    for table in app.restorer.tables:
+        monkeypatch.setattr(table, "changelog", MemoryChangelog(f"{table.name}-changelog"))
     return app
 
 

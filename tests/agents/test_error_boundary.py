@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from streams.domain.limits import LimitExceededError
 from streams.domain.patient import PatientState
 from streams.domain.schedule import reminder_id
 from streams.faust_transport import acting_for
+from streams.state.stores import Changes
 from tests.agents.conftest import agent_test_app, capture_emitted
 from tests.agents.harness import NOW, Emitted, Feed, encoded, event, feeding, of_type, prescribed
 from tests.agents.test_patient_store import ALERT, input_event
@@ -363,13 +365,17 @@ async def test_a_batch_end_that_fails_is_tried_again_and_its_outputs_are_not_los
     store = medstream.patients.store
     failures = 2
 
-    async def refusing() -> None:
+    changelog = store.table.changelog
+    append = changelog.append
+
+    async def refusing(changes: Mapping[int, Changes]) -> dict[int, int]:
         nonlocal failures
         if failures:
             failures -= 1
             raise KafkaConnectionError("the broker went away")
+        return await append(changes)
 
-    monkeypatch.setattr(store.table, "acknowledged", refusing)
+    monkeypatch.setattr(changelog, "append", refusing)
     async with feeding(medstream, "apply-patient-events") as feed:
         await feed.put(
             "medication-events", encoded(prescribed("e1", "m1", "Metformin", supply_quantity=0))

@@ -6,10 +6,11 @@ The harness (tests/agents/harness.py, conftest.py) is the one of the patient-age
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 
 import pytest
-from faust.exceptions import PartitionsMismatch
+from aiokafka.errors import KafkaConnectionError
 
 from streams.agents import runtime
 from streams.agents.notifier import NO_CHANNEL
@@ -17,6 +18,7 @@ from streams.app import Medstream
 from streams.contracts.models import DeadLetter, NotificationOutcome, RefillAlert
 from streams.contracts.vocabulary import DeliveryStatus
 from streams.notify.ledger import LedgerStatus, decision_id, notification_id
+from streams.state.stores import Changes
 from tests.agents.harness import NOW, Emitted, encoded, event, feeding, of_type
 
 WINDOW = timedelta(days=30)  # MEDSTREAM_DEDUP_RETENTION_DAYS, default
@@ -211,22 +213,21 @@ async def test_an_alert_before_any_contact_waits_for_one(
 async def test_a_worker_not_ready_for_its_tables_holds_the_event_instead_of_dead_lettering(
     medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Seen on a broker still loading after a restart: the consumer's metadata of a changelog
-    # topic was incomplete for over a minute, and Faust refused every table write with
-    # PartitionsMismatch. Those events were fine; they wait, and are handled once it passes.
+    # A broker still loading after a restart answers the restore's end-offset requests with
+    # errors for a while. The events are fine: they wait, and are handled once it passes.
     monkeypatch.setattr(runtime, "SEND_RETRY_FIRST", 0.01)
     ledger = medstream.notifier.ledger
-    verify = ledger._verify_source_topic_partitions
+    restore = ledger.restore
     refusals = 3
 
-    def not_ready_yet(source_topic: str) -> None:
+    async def not_ready_yet(partitions: Collection[int]) -> int:
         nonlocal refusals
         if refusals:
             refusals -= 1
-            raise PartitionsMismatch("metadata of the changelog topic is incomplete")
-        verify(source_topic)
+            raise KafkaConnectionError("the changelog's leader is not available yet")
+        return await restore(partitions)
 
-    monkeypatch.setattr(ledger, "_verify_source_topic_partitions", not_ready_yet)
+    monkeypatch.setattr(ledger, "restore", not_ready_yet)
     await set_contact(medstream, "c1", "patient")
     await notify(medstream, refill_alert(1))
     assert refusals == 0
@@ -245,15 +246,17 @@ async def test_nothing_is_delivered_or_published_before_the_ledger_is_acknowledg
     # The adapter's durability order: the decision's ledger records first, acknowledged by
     # the changelog; only then a delivery task or a published suppression.
     notifier = medstream.notifier
-    acknowledged = notifier.ledger.acknowledged
+    changelog = notifier.ledger.changelog
+    append = changelog.append
     at_acknowledgement: list[tuple[list[str], list[str], int]] = []
 
-    async def acknowledging() -> None:
+    async def acknowledging(changes: Mapping[int, Changes]) -> dict[int, int]:
+        reached = await append(changes)
         statuses = sorted(record["status"] for record in notifier.ledger.values())
         at_acknowledgement.append((statuses, list(notifier.running), len(outcomes(emitted))))
-        await acknowledged()
+        return reached
 
-    monkeypatch.setattr(notifier.ledger, "acknowledged", acknowledging)
+    monkeypatch.setattr(changelog, "append", acknowledging)
     await set_contact(medstream, "c1", *targets)
     await notify(medstream, refill_alert(1))
     final = "in_flight" if targets else "suppressed"

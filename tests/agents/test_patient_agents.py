@@ -382,7 +382,11 @@ def timer_at(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> list[date
     """The timer as a worker owning partition 2 runs it; set element 0 to move its clock."""
     timer = medstream.patients.timer
     clock = [NOW]
-    monkeypatch.setattr(timer, "ready", lambda: True)
+
+    async def ready() -> bool:
+        return True
+
+    monkeypatch.setattr(timer, "ready", ready)
     monkeypatch.setattr(timer, "active_partitions", lambda: {2})
     monkeypatch.setattr(timer, "clock", lambda: clock[0])
     return clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -15,6 +16,8 @@ from streams.contracts.models import Event, RefillAlert
 from streams.domain.dedup import SeenEvents
 from streams.domain.patient import PatientState
 from streams.faust_transport import acting_for
+from streams.state.stores import Changes
+from streams.state.table import decode_key
 from tests.agents.harness import NOW, Emitted
 
 ALERT = RefillAlert(
@@ -49,15 +52,16 @@ def input_event(medstream: Medstream, partition: int) -> faust.EventT[Any]:
 @pytest.fixture
 def writes(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Changelog writes of the patient table, by key."""
-    table = medstream.patients.store.table
+    changelog = medstream.patients.store.table.changelog
     counted: Counter[str] = Counter()
-    send = table.send_changelog
+    append = changelog.append
 
-    def counting(partition: int | None, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
-        counted[key] += 1
-        return send(partition, key, value, *args, **kwargs)
+    async def counting(changes: Mapping[int, Changes]) -> dict[int, int]:
+        for partition_changes in changes.values():
+            counted.update(decode_key(key) for key in partition_changes)
+        return await append(changes)
 
-    monkeypatch.setattr(table, "send_changelog", counting)
+    monkeypatch.setattr(changelog, "append", counting)
     return counted
 
 
@@ -111,7 +115,7 @@ async def test_an_outbox_left_by_a_crash_is_sent_again_for_its_partitions(
     store = medstream.patients.store
     with acting_for(input_event(medstream, 3)):
         # What a worker killed between writing the record and the alert's acknowledgement left.
-        store.table["p1"] = {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}
+        store.table.set("p1", {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}, 3)
 
     unsent: list[Event] = []
     assert list(store.patients_of({0, 1}, unsent)) == []

@@ -54,27 +54,29 @@ async def test_records_dropped_before_the_first_commit_are_read_again(settings: 
     assert [alert["patient_id"] for alert in alerts] == ["p-rewind"]
 
 
-async def test_acknowledged_returns_once_every_write_is_in_the_changelog(
+async def test_a_flush_returns_once_every_staged_write_is_in_the_changelog(
     settings: Settings,
 ) -> None:
-    # More writes than the table keeps before it drops acknowledged ones from its list, sent
-    # faster than Faust's buffer hands them to Kafka: acknowledged() must still cover them all.
+    # Many writes on every partition, flushed in bulk: when flush returns, each one is in
+    # the changelog topic and in the local store, with the offset it reached.
     await ensure_topics(settings)
     medstream = create_app(settings)
     table = medstream.notifier.ledger
-    changelog = table.changelog_topic.get_topic_name()
     writes = 2500
     async with running(medstream):
-        await wait_for(lambda: tables_recovered(medstream.app), 60)
-        before = sum((await end_offsets(settings, changelog)).values())
-        sent = [
-            table.send_changelog(n % settings.topic_partitions, f"key-{n}", {"n": n})
-            for n in range(writes)
-        ]
-        await table.acknowledged()
-        assert all(each.done() and each.exception() is None for each in sent)
-        after = sum((await end_offsets(settings, changelog)).values())
-        assert after - before == writes
-        # Nothing written since: returns at once.
+        await wait_for(lambda: medstream.restorer.is_ready(), 60)
+        before = sum((await end_offsets(settings, table.changelog.name)).values())
+        for n in range(writes):
+            table.set(f"key-{n}", {"n": n}, n % settings.topic_partitions)
+        await table.flush()
+        assert not table.has_staged
+        after = await end_offsets(settings, table.changelog.name)
+        assert sum(after.values()) - before == writes
+        for tp, end in after.items():
+            position = table.store.position(tp.partition)
+            assert position is not None
+            assert position.offset == end - 1
+        assert table.get("key-2499") == {"n": 2499}
+        # Nothing staged since: returns at once.
         async with asyncio.timeout(1):
-            await table.acknowledged()
+            await table.flush()

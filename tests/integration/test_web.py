@@ -80,9 +80,9 @@ async def test_health_ready_and_metrics_of_the_running_app(settings: Settings) -
     await ensure_topics(settings)
     medstream = create_app(settings)
     metrics = Metrics()
-    tables = dict(medstream.app.tables.items())
+    tables = {table.name: table for table in medstream.restorer.tables}
     assert "state-by-patient" in tables
-    readiness = default_readiness(medstream.app)
+    readiness = default_readiness(medstream.app, medstream.restorer)
     assert readiness()[0] is False
     install_web(medstream.app, metrics, readiness, tables)
     base = f"http://127.0.0.1:{port}"

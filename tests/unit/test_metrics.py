@@ -20,6 +20,8 @@ FAMILIES = {
     "medstream_unresolved_medication_names": "counter",
     # An unlabelled counter has its one series, and its creation time, from the start.
     "medstream_unresolved_medication_names_created": "gauge",
+    "medstream_state_restored_records": "counter",
+    "medstream_state_restored_records_created": "gauge",
     "medstream_consumer_lag": "gauge",
     "medstream_table_entries": "gauge",
     "medstream_agent_up": "gauge",

@@ -44,7 +44,7 @@ def test_the_topology_is_the_apps_wiring(monkeypatch: pytest.MonkeyPatch) -> Non
     medstream = create_app(settings)
 
     assert agent_topics(medstream.app, settings) == {spec.name: spec.read_names for spec in AGENTS}
-    assert set(medstream.app.tables) == {
+    assert {table.name for table in medstream.restorer.tables} == {
         table for spec in (*AGENTS, *TIMERS) for table in spec.tables
     }
     assert sorted(timers, key=str) == sorted(spec.name for spec in TIMERS)
