@@ -1,17 +1,14 @@
-"""Faust's aiokafka transport (lossless rewinds, paused topics) and table, with what we need."""
+"""Faust's aiokafka transport (lossless rewinds, paused topics), with what we need."""
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import faust
-from faust import streams as faust_streams
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, EventT
+from faust.types import TP
 
 
 class MedstreamConsumer(faust_aiokafka.Consumer):
@@ -94,52 +91,6 @@ def hold_until_known(app: faust.App, topics: Iterable[str]) -> None:
     transport = app.transport
     assert isinstance(transport, MedstreamTransport)
     transport.held_topics = frozenset(topics)
-
-
-@contextmanager
-def acting_for(event: EventT[Any]) -> Iterator[None]:
-    """Make ``event`` Faust's current event for table reads and writes in this block.
-
-    Faust picks a table record's RocksDB partition and changelog partition from the event the
-    current task is processing; it sets that only while a stream iterates one event at a time.
-    Events handled in batches (``take_events``), and table writes put off to the batch's end,
-    name their event here instead.
-    """
-    token = faust_streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust_streams._current_event.reset(token)
-
-
-class AcknowledgedTable(faust.Table[str, Any]):
-    """Faust's table, keeping the changelog records of its writes until they are acknowledged.
-
-    ``app.producer.flush()`` is not enough to know a write is in the changelog: Faust's own
-    buffer of changelog records gives up waiting after 0.1 s without progress, and returns
-    with records not yet handed to Kafka. What must not overtake a write (an alert after the
-    state behind it, a delivery after its in-flight mark) waits for :meth:`acknowledged`.
-    """
-
-    # Beyond this many, acknowledged records are dropped from the list on the next write.
-    _PRUNE_AT = 1000
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unacknowledged: list[Any] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        sent = super().send_changelog(*args, **kwargs)
-        self._unacknowledged.append(sent)
-        if len(self._unacknowledged) > self._PRUNE_AT:
-            self._unacknowledged = [each for each in self._unacknowledged if not each.done()]
-        return sent
-
-    async def acknowledged(self) -> None:
-        """Return once every write made so far is acknowledged by the broker."""
-        pending, self._unacknowledged = self._unacknowledged, []
-        for sent in pending:
-            await sent
 
 
 def tables_recovered(app: faust.App) -> bool:

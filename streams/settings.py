@@ -463,14 +463,6 @@ class Settings(BaseSettings):
         """The full name of a topic in this deployment."""
         return f"{self.topic_prefix}{base_name}"
 
-    def table_options(self) -> dict[str, int]:
-        """What Faust's RocksDB store gets for each table: its memory bounds."""
-        mebibyte = 1024 * 1024
-        return {
-            "block_cache_size": self.rocksdb_block_cache_mb * mebibyte,
-            "write_buffer_size": self.rocksdb_write_buffer_mb * mebibyte,
-        }
-
     def environment(self) -> dict[str, str]:
         """These settings as the MEDSTREAM_* variables that give them back: what a worker
         process started from these settings needs (secrets included, so keep it private)."""

@@ -26,7 +26,6 @@ from streams.contracts.codecs import (
 from streams.contracts.dead_letters import DEFAULT_MAX_VALUE_BYTES, build_dead_letter
 from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
-from streams.faust_transport import acting_for
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
 from streams.producer_batches import Record, aiokafka_producer, partition_of, send_batches
@@ -315,8 +314,7 @@ class Intake:
         async for batch in batches:
             await self._until_done(self.ready, "restoring the tables")
             for record in batch:
-                with acting_for(record):
-                    await self.handle_record(record, handler, finish)
+                await self.handle_record(record, handler, finish)
             await finish()
             self._count_settled()
 

@@ -19,11 +19,10 @@ from streams.domain.dedup import SeenEvents
 from streams.domain.limits import LimitExceededError
 from streams.domain.patient import PatientState
 from streams.domain.schedule import reminder_id
-from streams.faust_transport import acting_for
 from streams.state.stores import Changes
 from tests.agents.conftest import agent_test_app, capture_emitted
 from tests.agents.harness import NOW, Emitted, Feed, encoded, event, feeding, of_type, prescribed
-from tests.agents.test_patient_store import ALERT, input_event
+from tests.agents.test_patient_store import ALERT
 
 
 def dead_letters(emitted: Emitted) -> list[DeadLetter]:
@@ -227,29 +226,26 @@ async def test_outputs_staged_earlier_in_the_batch_ask_for_the_batch_to_be_finis
 ) -> None:
     store = capped.patients.store
     big = ALERT.model_copy(update={"medication_name": "y" * 1000})
-    with acting_for(input_event(capped, 0)):
-        refused_at = None
-        for count in range(1, 40):
-            try:
-                store.stage("p1", PatientState(partition=0), outputs=[big])
-            except BatchFullError:
-                refused_at = count
-                break
-        # The record itself is small: only the batch's outbox (about 1.3 KiB an alert) is in
-        # the way, and what was staged before stays.
-        assert refused_at is not None
-        assert refused_at > 10
-        assert len(store._staged["p1"].outputs) == refused_at - 1
-        # A single event whose own outputs are too large can never fit.
-        with pytest.raises(LimitExceededError):
-            store.stage("p2", PatientState(partition=0), outputs=[big] * 40)
-        # Nothing of the refused event was staged: the seen ids are those of before.
-        store.stage("p3", PatientState(partition=0), seen=SeenEvents({"a": 1}))
-        with pytest.raises(LimitExceededError):
-            store.stage(
-                "p3", PatientState(partition=0), seen=SeenEvents({"b": 2}), outputs=[big] * 40
-            )
-        assert store.seen("p3").entries == {"a": 1}
+    refused_at = None
+    for count in range(1, 40):
+        try:
+            store.stage("p1", PatientState(partition=0), outputs=[big])
+        except BatchFullError:
+            refused_at = count
+            break
+    # The record itself is small: only the batch's outbox (about 1.3 KiB an alert) is in
+    # the way, and what was staged before stays.
+    assert refused_at is not None
+    assert refused_at > 10
+    assert len(store._staged["p1"].outputs) == refused_at - 1
+    # A single event whose own outputs are too large can never fit.
+    with pytest.raises(LimitExceededError):
+        store.stage("p2", PatientState(partition=0), outputs=[big] * 40)
+    # Nothing of the refused event was staged: the seen ids are those of before.
+    store.stage("p3", PatientState(partition=0), seen=SeenEvents({"a": 1}))
+    with pytest.raises(LimitExceededError):
+        store.stage("p3", PatientState(partition=0), seen=SeenEvents({"b": 2}), outputs=[big] * 40)
+    assert store.seen("p3").entries == {"a": 1}
 
 
 async def test_the_intake_finishes_the_batch_when_the_outbox_is_full_and_handles_the_event_again(

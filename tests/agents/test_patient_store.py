@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import faust
 import pytest
-from faust.types import Message
 
 from streams.app import Medstream
 from streams.contracts.models import Event, RefillAlert
 from streams.domain.dedup import SeenEvents
 from streams.domain.patient import PatientState
-from streams.faust_transport import acting_for
 from streams.state.stores import Changes
 from streams.state.table import decode_key
 from tests.agents.harness import NOW, Emitted
@@ -31,22 +28,6 @@ ALERT = RefillAlert(
     supply_quantity=0,
     refills_remaining=0,
 )
-
-
-def input_event(medstream: Medstream, partition: int) -> faust.EventT[Any]:
-    """An input record as Faust hands it to the agent (the table writes name its partition)."""
-    message = Message(
-        topic="medication-events",
-        partition=partition,
-        offset=0,
-        timestamp=time.time(),
-        timestamp_type=0,
-        headers=None,
-        key=b"p1",
-        value=b"{}",
-        checksum=b"",
-    )
-    return faust.Event(medstream.app, b"p1", b"{}", None, message)
 
 
 @pytest.fixture
@@ -69,17 +50,14 @@ async def test_a_batch_writes_each_patient_once(
     medstream: Medstream, emitted: Emitted, writes: Counter[str]
 ) -> None:
     store = medstream.patients.store
-    source = input_event(medstream, 2)
-    with acting_for(source):
-        for count in range(1, 6):
-            store.stage("p1", PatientState(partition=2), seen=SeenEvents({f"e{count}": count}))
-            # Later events of the batch see what the earlier ones staged.
-            assert store.seen("p1").entries == {f"e{count}": count}
+    for count in range(1, 6):
+        store.stage("p1", PatientState(partition=2), seen=SeenEvents({f"e{count}": count}))
+        # Later events of the batch see what the earlier ones staged.
+        assert store.seen("p1").entries == {f"e{count}": count}
     assert writes == {}
     await store.write_back()
     assert writes == {"p1": 1}
-    with acting_for(source):
-        assert store.seen("p1").entries == {"e5": 5}
+    assert store.seen("p1").entries == {"e5": 5}
     assert emitted == []
 
 
@@ -87,35 +65,30 @@ async def test_outputs_are_sent_after_their_record_is_written_and_leave_its_outb
     medstream: Medstream, emitted: Emitted, writes: Counter[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = medstream.patients.store
-    source = input_event(medstream, 1)
     emit = store.emitter.emit
     outbox_when_sent: list[Any] = []
 
     async def checking(topic: faust.TopicT, event: Any, **kwargs: Any) -> Any:
-        with acting_for(source):
-            outbox_when_sent.append(store.table.get("p1").get("outbox"))
+        outbox_when_sent.append(store.table.get("p1").get("outbox"))
         return await emit(topic, event, **kwargs)
 
     monkeypatch.setattr(store.emitter, "emit", checking)
-    with acting_for(source):
-        store.stage("p1", PatientState(partition=1), outputs=[ALERT])
+    store.stage("p1", PatientState(partition=1), outputs=[ALERT])
     await store.write_back()
 
     assert [(topic, sent.event_id) for topic, sent in emitted] == [("refill-alerts", "alert-1")]
     # Written with the alert in its outbox before it was sent; written again once acknowledged.
     assert outbox_when_sent == [[ALERT.model_dump(mode="json")]]
     assert writes == {"p1": 2}
-    with acting_for(source):
-        assert "outbox" not in store.table.get("p1")
+    assert "outbox" not in store.table.get("p1")
 
 
 async def test_an_outbox_left_by_a_crash_is_sent_again_for_its_partitions(
     medstream: Medstream, emitted: Emitted
 ) -> None:
     store = medstream.patients.store
-    with acting_for(input_event(medstream, 3)):
-        # What a worker killed between writing the record and the alert's acknowledgement left.
-        store.table.set("p1", {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}, 3)
+    # What a worker killed between writing the record and the alert's acknowledgement left.
+    store.table.set("p1", {"partition": 3, "outbox": [ALERT.model_dump(mode="json")]}, 3)
 
     unsent: list[Event] = []
     assert list(store.patients_of({0, 1}, unsent)) == []
