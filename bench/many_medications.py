@@ -22,7 +22,7 @@ from bench.harness import (
     record_of,
     wait_until,
 )
-from streams.agents.patient_events import dump_record, load_state
+from streams.agents.patient_store import dump_record, load_state
 from streams.app import Medstream, create_app
 from streams.contracts.models import MedicationPrescribed
 from streams.domain.dedup import SeenEvents

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from bench.harness import Context, prepare_topics, produce_all
 from bench.outcomes import OutcomeWatcher
 from bench.pipeline import patients_in, pipeline_records
-from streams.agents.patient_events import MILLIS_PER_DAY, dump_record, load_seen, load_state
+from streams.agents.patient_handlers import MILLIS_PER_DAY
+from streams.agents.patient_store import dump_record, load_seen, load_state
 from streams.contracts.codecs import ContractError, validate_event
 from streams.contracts.models import Event, NotificationOutcome, RefillAlert
 from streams.contracts.vocabulary import DeliveryStatus

@@ -19,7 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
 from bench.harness import EventFactory, free_port, produce_all
-from streams.agents.patient_events import dump_record, load_state
+from streams.agents.patient_store import dump_record, load_state
 from streams.contracts.codecs import validate_event
 from streams.domain.dedup import SeenEvents
 from streams.domain.interactions import InteractionKnowledgeBase

@@ -8,13 +8,15 @@ from typing import Any
 
 import faust
 
+from streams.agents.emitter import Emitter
+from streams.agents.intake import Intake
 from streams.agents.notifier import Notifier, build_channels, install_notifier
 from streams.agents.patient_events import (
     PatientAgents,
     declare_patient_tables,
     install_patient_agents,
 )
-from streams.agents.runtime import Emitter, Intake, declare_table
+from streams.agents.tables import declare_table
 from streams.contracts.codecs import EventDecoder, EventEncoder
 from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog

@@ -6,8 +6,8 @@ from typing import Any
 
 import faust
 
+from streams.agents.intake import Intake
 from streams.agents.notifier_runtime import Notifier
-from streams.agents.runtime import Intake
 from streams.notify.channel_setup import build_channels
 from streams.notify.decide import NO_CHANNEL
 from streams.settings import Settings

@@ -12,7 +12,8 @@ from datetime import datetime
 
 import faust
 
-from streams.agents.runtime import Emitter, Outcome
+from streams.agents.emitter import Emitter
+from streams.agents.intake import Outcome
 from streams.clock import Clock, utc_now
 from streams.contracts.models import Event, NotificationOutcome
 from streams.contracts.vocabulary import DeliveryStatus

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from streams import backoff
 from streams.contracts.models import (
     ContactChannel,
     DoseMissed,
@@ -86,21 +88,11 @@ def delivery_targets(
     ]
 
 
-# Beyond 2**64 times the base the cap has long taken over; stopping there avoids float overflow.
-_MAX_DOUBLINGS = 64
-
-
 def backoff_delays(attempts: int, base: float, cap: float, rng: random.Random) -> list[float]:
-    """The waits between `attempts` tries: full jitter, delay i uniform in [0, min(cap, base*2**i)].
-
-    Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads the retries of
-    many failing deliveries so that they do not hit a recovering receiver all at once.
-    """
+    """The waits between `attempts` tries: full jitter, delay i uniform in [0, min(cap, base*2**i)]
+    (``streams.backoff.delays``), so that many failing deliveries do not all retry at once."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     if base < 0 or cap < 0:
         raise ValueError("base and cap must not be negative")
-    return [
-        rng.uniform(0.0, min(cap, base * 2.0 ** min(i, _MAX_DOUBLINGS)))
-        for i in range(attempts - 1)
-    ]
+    return list(itertools.islice(backoff.delays(base, cap, rng), attempts - 1))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import faust
 import pytest
 
-from streams.agents.runtime import Encoded, Sent, SentBatch
+from streams.agents.emitter import Encoded, Sent, SentBatch
 from streams.app import Medstream, create_app
 from streams.contracts.models import Event
 from streams.settings import Settings

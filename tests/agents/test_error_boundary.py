@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from streams.agents import runtime
-from streams.agents.runtime import BatchFullError
+from streams.agents import emitter
+from streams.agents.intake import BatchFullError
 from streams.app import Medstream
 from streams.contracts.codecs import EventDecoder
 from streams.contracts.models import DeadLetter, RefillAlert
@@ -283,16 +283,16 @@ async def test_the_intake_finishes_the_batch_when_the_outbox_is_full_and_handles
 async def test_an_unexpected_exception_while_processing_is_dead_lettered_by_type_only(
     medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import streams.agents.patient_events as patient_events
+    import streams.agents.patient_handlers as patient_handlers
 
-    apply_input = patient_events.apply_input
+    apply_input = patient_handlers.apply_input
 
     def failing(state: Any, event: Any, rules: Any, now: Any) -> Any:
         if event.patient_id == "p1":
             raise OverflowError("date value out of range for Jane Doe")
         return apply_input(state, event, rules, now)
 
-    monkeypatch.setattr(patient_events, "apply_input", failing)
+    monkeypatch.setattr(patient_handlers, "apply_input", failing)
     async with feeding(medstream, "apply-patient-events") as feed:
         await feed.put("medication-events", encoded(prescribed("e1", "m1", "Metformin")))
         await normal_event_is_processed(medstream, feed, "p2")
@@ -357,7 +357,7 @@ async def test_a_batch_end_that_fails_is_tried_again_and_its_outputs_are_not_los
 ) -> None:
     # The changelog refusing a batch (a broker going away) must neither stop the agent (Faust
     # would then acknowledge the batch's events) nor lose the alerts staged behind it.
-    monkeypatch.setattr(runtime, "SEND_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(emitter, "SEND_RETRY_FIRST", 0.01)
     store = medstream.patients.store
     failures = 2
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from streams.agents import runtime
+from streams.agents import emitter
 from streams.agents.notifier import NO_CHANNEL
 from streams.app import Medstream
 from streams.contracts.models import DeadLetter, NotificationOutcome, RefillAlert
@@ -215,7 +215,7 @@ async def test_a_worker_not_ready_for_its_tables_holds_the_event_instead_of_dead
 ) -> None:
     # A broker still loading after a restart answers the restore's end-offset requests with
     # errors for a while. The events are fine: they wait, and are handled once it passes.
-    monkeypatch.setattr(runtime, "SEND_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(emitter, "SEND_RETRY_FIRST", 0.01)
     ledger = medstream.notifier.ledger
     restore = ledger.restore
     refusals = 3

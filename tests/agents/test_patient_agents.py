@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, NotLeaderForPartitionError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from streams.agents.emitter import Encoded, SentBatch
 from streams.agents.notifier import NO_CHANNEL
-from streams.agents.patient_events import ReminderTimer
-from streams.agents.runtime import Encoded, SentBatch
+from streams.agents.reminder_timer import ReminderTimer
 from streams.app import Medstream
 from streams.contracts.models import (
     DeadLetter,

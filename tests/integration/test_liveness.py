@@ -17,7 +17,7 @@ import aiohttp
 import faust
 import pytest
 
-from streams.agents.runtime import Intake, Outcome
+from streams.agents.intake import Intake, Outcome
 from streams.app import Medstream, create_app
 from streams.consumer_groups import wait_until_stable
 from streams.contracts.models import Event
@@ -240,7 +240,7 @@ async def test_a_worker_whose_agent_crashes_again_exits_with_code_1(
     # A real `run_worker` process; only the agent's body is replaced, from the test's side.
     launcher = (
         "from streams.settings import Settings\n"
-        "from streams.agents.runtime import Intake\n"
+        "from streams.agents.intake import Intake\n"
         "from streams.worker import run_worker\n"
         "from tests.integration.test_liveness import crash_on_every_event\n"
         f"Intake.run = crash_on_every_event({CRASHING!r})\n"

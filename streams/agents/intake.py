@@ -1,25 +1,24 @@
-"""What every agent shares: decoding with dead-lettering, and emitting encoded output events."""
+"""The input agents' intake: decoding, the error boundary with dead-lettering, and batches."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import faust
-from aiokafka.errors import KafkaError
 from faust.exceptions import PartitionsMismatch
 
+from streams.agents.emitter import Emitter, waits_before_retrying
 from streams.contracts.codecs import (
     ContractError,
     DecodeError,
     EventDecoder,
-    EventEncoder,
     EventValidationError,
     SchemaNotCachedError,
 )
@@ -28,16 +27,9 @@ from streams.contracts.models import Event
 from streams.contracts.registry import SchemaRegistry
 from streams.observability import tracing
 from streams.observability.metrics import Metrics
-from streams.producer_batches import Record, aiokafka_producer, partition_of, send_batches
-from streams.settings import Settings
-from streams.state.changelog import KafkaChangelog, changelog_topic
-from streams.state.stores import open_store
-from streams.state.table import ChangelogTable
 
 log = logging.getLogger(__name__)
 
-SEND_RETRY_FIRST = 0.5
-SEND_RETRY_CAP = 10.0
 # Failures of the worker's own setup, not of the event: the event waits for them to pass (a
 # table's changelog metadata still incomplete while a broker starts) instead of being
 # dead-lettered with every event behind it. Raised before the handler has written anything.
@@ -46,15 +38,6 @@ NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (PartitionsMismatch,)
 
 async def _nothing_to_finish() -> None:
     return None
-
-
-def waits_before_retrying() -> Iterator[float]:
-    """How long a stream waits before each new try of what must not be given up: from
-    ``SEND_RETRY_FIRST`` seconds, doubling, at most ``SEND_RETRY_CAP``."""
-    delay = SEND_RETRY_FIRST
-    while True:
-        yield delay
-        delay = min(delay * 2, SEND_RETRY_CAP)
 
 
 class ProcessingError(ContractError):
@@ -118,155 +101,8 @@ class Settled(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-def declare_table(app: faust.App, settings: Settings, name: str) -> ChangelogTable:
-    """A table partitioned like the input topics, in medstream's own store (RocksDB or memory,
-    its memory bounded) with its changelog on Kafka under Faust's name for it.
-
-    It declares no key or value type: records are plain JSON, validated into medstream's
-    models when read.
-    """
-    mebibyte = 1024 * 1024
-    store = open_store(
-        settings.store_url,
-        settings.data_dir / f"{settings.app_id}-tables" / name,
-        block_cache_bytes=settings.rocksdb_block_cache_mb * mebibyte,
-        write_buffer_bytes=settings.rocksdb_write_buffer_mb * mebibyte,
-    )
-    changelog = KafkaChangelog(app, settings, changelog_topic(settings, name))
-    return ChangelogTable(name, store, changelog, settings.topic_partitions)
-
-
 # A handler gets the event and the partition it arrived on.
 Handler = Callable[[Event, int], Awaitable[Outcome]]
-
-
-@dataclass(frozen=True)
-class Sent:
-    """An event handed to the producer, and the broker's acknowledgement to come."""
-
-    topic: faust.TopicT
-    event: Event
-    acknowledged: Awaitable[Any]
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class Encoded:
-    """An event encoded ahead of its send: its record's key, value, headers and partition."""
-
-    event: Event
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    # None when the topic's partitions were not known yet: the producer's partitioner picks
-    # it from the key at the send, as for ``Emitter.emit``.
-    partition: int | None
-
-
-@dataclass(frozen=True)
-class SentBatch:
-    """Encoded records handed to the producer as one batch of one partition, and the broker's
-    acknowledgement of all of them (or the send's failure) to come."""
-
-    topic: faust.TopicT
-    records: Sequence[Encoded]
-    acknowledged: Awaitable[Any]
-
-
-class Emitter:
-    """Encodes events and sends them keyed by patient_id, counting what it produced."""
-
-    def __init__(self, encoder: EventEncoder, metrics: Metrics) -> None:
-        self.encoder = encoder
-        self.metrics = metrics
-
-    async def emit(self, topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
-        """Send now; with ``wait`` return only once the broker acknowledged the record.
-
-        Straight to the app's producer, not through ``topic.send``: Faust's topic layer
-        (message futures, callbacks, attachments that would hold the send until the source
-        event is acknowledged) doubled the cost of a send, and a dead letter must be stored
-        before the offset moves on anyway.
-        """
-        name = topic.get_topic_name()
-        with tracing.produce_span(name, event.event_type, event.event_id) as headers:
-            future = await topic.app.producer.send(
-                name,
-                event.patient_id.encode("utf-8"),
-                self.encoder.encode(event),
-                None,
-                None,
-                headers,
-            )
-            if wait:
-                await future
-        self.metrics.produced(name)
-        return Sent(topic, event, future)
-
-    def encode(self, topic: faust.TopicT, event: Event) -> Encoded:
-        """``event`` as ``emit`` would send it to ``topic`` (bytes, headers with a traceparent
-        when tracing is on, partition), for a later ``emit_encoded_batch``."""
-        name = topic.get_topic_name()
-        key = event.patient_id.encode("utf-8")
-        with tracing.produce_span(name, event.event_type, event.event_id) as headers:
-            value = self.encoder.encode(event)
-        return Encoded(event, key, value, list(headers), partition_of(topic.app, name, key))
-
-    async def emit_encoded_batch(
-        self, topic: faust.TopicT, records: Sequence[Encoded]
-    ) -> list[SentBatch]:
-        """Send encoded records in batches, one partition each (more when one fills), each
-        partition's records in their order; counted like ``emit``'s.
-
-        A batch the producer refuses comes back with the failure as its acknowledgement, and
-        the batches after it are still sent: the caller sends what failed again. Raises only
-        before anything was sent (producer not started, topic metadata not there).
-        """
-        name = topic.get_topic_name()
-        producer = aiokafka_producer(topic.app)
-        if any(record.partition is None for record in records):
-            await producer.partitions_for(name)  # waits for the topic's metadata
-        by_partition: dict[int, list[tuple[Encoded, Record]]] = {}
-        for record in records:
-            partition = record.partition
-            if partition is None:
-                partition = int(producer._partition(name, None, record.key, None, record.key, None))
-            by_partition.setdefault(partition, []).append(
-                (record, Record(record.key, record.value, record.headers))
-            )
-        sent: list[SentBatch] = []
-        for partition, group in by_partition.items():
-            for handed in await send_batches(producer, name, partition, group):
-                if not handed.acknowledged.done() or handed.acknowledged.exception() is None:
-                    self.metrics.produced(name, len(handed.items))
-                sent.append(SentBatch(topic, handed.items, handed.acknowledged))
-        return sent
-
-    async def send_confirmed(
-        self, topic: faust.TopicT, event: Event, what: str, *, sent: Sent | None = None
-    ) -> None:
-        """Send ``event`` (unless ``sent`` is its send already under way) and return once the
-        broker acknowledged it, sending it again until it does.
-
-        Giving up would let an offset move past an event whose output is stored nowhere, so
-        the caller (and its partition's stream) waits, and the log says why. ``what`` names
-        the record in that log line; it must not carry patient data.
-        """
-        pending = sent
-        for delay in waits_before_retrying():
-            try:
-                if pending is None:
-                    pending = await self.emit(topic, event)
-                await pending.acknowledged
-                return
-            except KafkaError as error:
-                log.error(
-                    "%s not stored (%s); sending again in %.1fs, the stream waits",
-                    what,
-                    type(error).__name__,
-                    delay,
-                )
-                pending = None
-                await asyncio.sleep(delay)
 
 
 @dataclass
