@@ -105,10 +105,11 @@ class PatientStore:
     _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Records read since the last write_back, parsed: an event reads its patient's state and
     # seen ids, and a table read (RocksDB get and JSON decode) costs more than the handling.
-    _read: dict[str, tuple[PatientState, SeenEvents]] = field(default_factory=dict)
+    # With each, the outputs its outbox still holds.
+    _read: dict[str, tuple[PatientState, SeenEvents, list[Event]]] = field(default_factory=dict)
     _read_generation: int | None = None
 
-    def _written(self, patient_id: str) -> tuple[PatientState, SeenEvents]:
+    def _written(self, patient_id: str) -> tuple[PatientState, SeenEvents, list[Event]]:
         if self._read_generation != self.app.consumer_generation_id:
             # A rebalance may have restored other writers' records into the table.
             self._read.clear()
@@ -116,7 +117,11 @@ class PatientStore:
         record = self._read.get(patient_id)
         if record is None:
             value = self.table.get(patient_id)
-            record = self._read[patient_id] = (load_state(value), load_seen(value))
+            record = self._read[patient_id] = (
+                load_state(value),
+                load_seen(value),
+                load_outbox(value),
+            )
         return record
 
     def state(self, patient_id: str) -> PatientState:
@@ -158,7 +163,14 @@ class PatientStore:
             raise RuntimeError("a patient record is staged with the partition it belongs to")
         previous = self._staged.get(patient_id)
         seen = seen if seen is not None else self.seen(patient_id)
-        new_outputs = [(output, tracing.current_context()) for output in outputs]
+        new_outputs: list[tuple[Event, tracing.Context | None]] = [
+            (output, tracing.current_context()) for output in outputs
+        ]
+        if previous is None:
+            # Outputs a crashed writer left in the outbox stay owed: this write replaces the
+            # record, so they go with it (sent again with their ids, which consumers know).
+            left = [(output, None) for output in self._written(patient_id)[2]]
+            new_outputs[:0] = left
         new_bytes = sum(len(output.model_dump_json()) for output, _ in new_outputs)
         earlier_bytes = previous.outputs_bytes if previous else 0
         size = record_bytes(state, seen, earlier_bytes + new_bytes)

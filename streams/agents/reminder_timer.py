@@ -115,17 +115,25 @@ class ReminderTimer:
             prepared.stale = True
             self._requeue(prepared.entry)
 
-    def replan_if_reassigned(self) -> list[Event] | None:
+    async def replan_if_reassigned(self) -> list[Event] | None:
         """Rebuild the plan after a rebalance; if it did, returns what the outboxes of its
-        patients still hold, to send again."""
+        patients still hold, to send again.
+
+        The agents, /ready and the other timers get the loop every ``FOLLOW_UP_SLICE``
+        patients: a million patients take tens of seconds to plan.
+        """
         generation = self.app.consumer_generation_id
         if generation == self._planned_generation:
             return None
         active = self.active_partitions()
         unsent: list[Event] = []
-        self.queue.rebuild(
-            self.store.patients_of(active, unsent), self.clock(), self.catch_up, self.grace
-        )
+        now = self.clock()
+        self.queue.clear()
+        patients = self.store.patients_of(active, unsent)
+        for index, (patient_id, state) in enumerate(patients):
+            self.queue.plan_patient(state, patient_id, now, self.catch_up, self.grace)
+            if index % FOLLOW_UP_SLICE == FOLLOW_UP_SLICE - 1:
+                await asyncio.sleep(0)
         self._prepared.clear()
         self._prepared_by_patient.clear()
         self._missed_pending.clear()
@@ -142,7 +150,7 @@ class ReminderTimer:
         if not await self.ready():
             return
         try:
-            unsent = self.replan_if_reassigned()
+            unsent = await self.replan_if_reassigned()
             if unsent:
                 await self.store.send_again(unsent)
                 log.info("sent %d outputs again from outboxes after a rebalance", len(unsent))

@@ -15,7 +15,7 @@ from streams.domain.dedup import SeenEvents
 from streams.domain.patient import PatientState
 from streams.state.stores import Changes
 from streams.state.table import decode_key
-from tests.agents.harness import NOW, Emitted
+from tests.agents.harness import NOW, Emitted, encoded, event, feeding, prescribed
 
 ALERT = RefillAlert(
     event_id="alert-1",
@@ -97,3 +97,27 @@ async def test_an_outbox_left_by_a_crash_is_sent_again_for_its_partitions(
     assert unsent == [ALERT]
     await store.send_again(unsent)
     assert [(topic, sent) for topic, sent in emitted] == [("refill-alerts", ALERT)]
+
+
+async def test_an_outbox_left_by_a_crash_goes_with_the_next_write_of_its_patient(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    # The replacement of a killed worker may handle the patient's next event before its
+    # timer's first tick reads the outboxes: that write replaces the record, so the outputs
+    # left in it must go with it, not vanish.
+    store = medstream.patients.store
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(
+            "medication-events", encoded(prescribed("e1", "m1", "Metformin")), partition=3
+        )
+    record = store.table.get("p1")
+    store.table.set("p1", {**record, "outbox": [ALERT.model_dump(mode="json")]}, 3)
+    await store.table.flush()
+    store._read.clear()
+    emitted.clear()
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put(
+            "medication-events", encoded(event("DoseTaken", "e2", medication_id="m1")), partition=3
+        )
+    assert [sent for _topic, sent in emitted if sent == ALERT] == [ALERT]
+    assert "outbox" not in store.table.get("p1")
