@@ -52,11 +52,14 @@ class Events:
         )
 
 
-async def publish(settings: Settings, topic: str, *events: dict[str, Any]) -> None:
+async def publish(
+    settings: Settings, topic: str, *events: dict[str, Any], pipelined: bool = False
+) -> None:
     await produce(
         settings,
         settings.topic_name(topic),
         [(event["patient_id"].encode(), json.dumps(event).encode()) for event in events],
+        pipelined=pipelined,
     )
 
 
