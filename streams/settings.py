@@ -173,8 +173,9 @@ class Settings(BaseSettings):
         gt=0,
         le=1000,
         description=(
-            "MEDSTREAM_BATCH_WINDOW_MS: how long an agent gathers a batch when fewer than "
-            "MEDSTREAM_BATCH_MAX_EVENTS are waiting (adds at most this to each hop's latency)."
+            "MEDSTREAM_BATCH_WINDOW_MS: the longest a batch stays open while records keep "
+            "arriving; a batch also ends when no further record is waiting (adds at most this "
+            "to each hop's latency)."
         ),
     )
 
@@ -248,6 +249,16 @@ class Settings(BaseSettings):
             "MEDSTREAM_MAX_PATIENT_RECORD_BYTES: largest encoded patient record (state, seen "
             "ids and unsent outputs); an event that would make it larger is dead-lettered. "
             "Must stay below the broker's message.max.bytes (1 MiB by default)."
+        ),
+    )
+    state_cache_patients: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "MEDSTREAM_STATE_CACHE_PATIENTS: parsed records of this many recently written "
+            "patients are kept in memory, so their next events skip the RocksDB read and the "
+            "JSON decode (0 keeps none; a few KiB each)."
         ),
     )
     dead_letter_max_value_bytes: int = Field(

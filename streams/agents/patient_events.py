@@ -38,6 +38,7 @@ def declare_patient_tables(
         table=declare_table(app, settings, "state-by-patient"),
         emitter=emitter,
         max_record_bytes=settings.max_patient_record_bytes,
+        cached_patients=settings.state_cache_patients,
         output_topics={
             RefillAlert.EVENT_TYPE: refill_alerts_topic,
             InteractionWarning.EVENT_TYPE: interaction_warnings_topic,

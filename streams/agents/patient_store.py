@@ -99,15 +99,20 @@ class PatientStore:
     # The largest record a patient may have: the changelog refuses records over the broker's
     # limit, and a refused write would stop the partition for good.
     max_record_bytes: int = 512 * 1024
+    # How many written records are kept parsed (oldest written forgotten first).
+    cached_patients: int = 10_000
     # Told the id of each patient whose record a write-back changed.
     on_written: list[Callable[[str], None]] = field(default_factory=list)
     _staged: dict[str, _Staged] = field(default_factory=dict)
     _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Records read since the last write_back, parsed: an event reads its patient's state and
-    # seen ids, and a table read (RocksDB get and JSON decode) costs more than the handling.
-    # With each, the outputs its outbox still holds.
+    # Records as the table holds them, parsed, for patients read or written lately: an event
+    # reads its patient's state and seen ids, and a table read (RocksDB get and JSON decode)
+    # costs more than handling the event. With each, the outputs its outbox still holds.
     _read: dict[str, tuple[PatientState, SeenEvents, list[Event]]] = field(default_factory=dict)
     _read_generation: int | None = None
+    # The records a write-back is writing, until it is done: their outputs are that
+    # write-back's to send, so a record staged meanwhile does not take them up again.
+    _inflight: dict[str, _Staged] = field(default_factory=dict)
 
     def _written(self, patient_id: str) -> tuple[PatientState, SeenEvents, list[Event]]:
         if self._read_generation != self.app.consumer_generation_id:
@@ -116,13 +121,20 @@ class PatientStore:
             self._read_generation = self.app.consumer_generation_id
         record = self._read.get(patient_id)
         if record is None:
+            inflight = self._inflight.get(patient_id)
+            if inflight is not None:
+                return inflight.state, inflight.seen, []
             value = self.table.get(patient_id)
-            record = self._read[patient_id] = (
-                load_state(value),
-                load_seen(value),
-                load_outbox(value),
-            )
+            record = (load_state(value), load_seen(value), load_outbox(value))
+            self._remember(patient_id, record)
         return record
+
+    def _remember(
+        self, patient_id: str, record: tuple[PatientState, SeenEvents, list[Event]]
+    ) -> None:
+        self._read[patient_id] = record
+        while len(self._read) > self.cached_patients:
+            del self._read[next(iter(self._read))]
 
     def state(self, patient_id: str) -> PatientState:
         staged = self._staged.get(patient_id)
@@ -198,16 +210,24 @@ class PatientStore:
         """
         async with self._writing:
             staged_records, self._staged = self._staged, {}
-            self._read.clear()
             if not staged_records:
                 return
+            for patient_id in staged_records:
+                self._read.pop(patient_id, None)
+            self._inflight = staged_records
             try:
-                await self._write(staged_records)
+                cleared = await self._write(staged_records)
             except BaseException:
                 # Staged again for the intake's next try of the batch end (records written
                 # twice and outputs sent twice, with the same ids, are harmless; lost ones not).
+                self._read.clear()
                 self._restage(staged_records)
                 raise
+            finally:
+                self._inflight = {}
+            for patient_id in cleared:
+                staged = staged_records[patient_id]
+                self._remember(patient_id, (staged.state, staged.seen, []))
 
     def _restage(self, staged_records: dict[str, _Staged]) -> None:
         for patient_id, older in staged_records.items():
@@ -219,7 +239,9 @@ class PatientStore:
                 newer.outputs[:0] = older.outputs
                 newer.outputs_bytes += older.outputs_bytes
 
-    async def _write(self, staged_records: dict[str, _Staged]) -> None:
+    async def _write(self, staged_records: dict[str, _Staged]) -> list[str]:
+        """Write the records, send their outputs, clear their outboxes; the patients whose
+        table record now is exactly their staged state with an empty outbox."""
         for patient_id, staged in staged_records.items():
             self.table.set(
                 patient_id,
@@ -237,13 +259,16 @@ class PatientStore:
             )
 
         await checkpoint([self.table], send_outputs)
+        cleared = [pid for pid, staged in staged_records.items() if not staged.outputs]
         if not with_outputs:
-            return
+            return cleared
         for patient_id, staged in with_outputs.items():
             if patient_id in self._staged:
                 continue  # staged again meanwhile: that write replaces the outbox
             self.table.set(patient_id, dump_record(staged.state, staged.seen), staged.partition)
+            cleared.append(patient_id)
         await checkpoint([self.table])
+        return cleared
 
     def patients_of(
         self, partitions: Collection[int], unsent: list[Event]

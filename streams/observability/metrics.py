@@ -36,6 +36,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        # The labelled series of the counters and histograms counted per event, by family
+        # and label value: ``labels()`` costs more than the increment. (Gauges whose series
+        # are removed are not kept here.)
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._consumed = Counter(
             "medstream_events_consumed",
             "Records read from Kafka by the agents, per topic.",
@@ -124,38 +128,45 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _series_of(self, family: Counter | Histogram, *values: str) -> Any:
+        key = (id(family), values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = family.labels(*values)
+        return series
+
     def consumed(self, topic: str) -> None:
         """One record read from ``topic``."""
-        self._consumed.labels(topic=topic).inc()
+        self._series_of(self._consumed, topic).inc()
 
     def produced(self, topic: str, count: int = 1) -> None:
         """``count`` events (one by default) published to ``topic``."""
-        self._produced.labels(topic=topic).inc(count)
+        self._series_of(self._produced, topic).inc(count)
 
     def processed(self, event_type: str) -> None:
         """One event of ``event_type`` handled and made durable."""
-        self._processed.labels(event_type=event_type).inc()
+        self._series_of(self._processed, event_type).inc()
 
     def dead_lettered(self, error_type: str) -> None:
         """One record dead-lettered because of ``error_type``."""
-        self._dead_letters.labels(reason=error_type).inc()
+        self._series_of(self._dead_letters, error_type).inc()
 
     def duplicate(self, event_type: str) -> None:
         """One duplicate event of ``event_type`` skipped."""
-        self._duplicates.labels(event_type=event_type).inc()
+        self._series_of(self._duplicates, event_type).inc()
 
     def observe_processing(self, agent: str, seconds: float) -> None:
         """How long ``agent`` took for one event."""
-        self._processing.labels(agent=agent).observe(seconds)
+        self._series_of(self._processing, agent).observe(seconds)
 
     def delivery(self, channel_kind: str, status: str) -> None:
         """One notification outcome (delivered, failed, suppressed...) on a kind of channel."""
-        self._deliveries.labels(channel_kind=channel_kind, status=status).inc()
+        self._series_of(self._deliveries, channel_kind, status).inc()
 
     def dose_answer(self, result: str) -> None:
         """One DoseTaken or DoseSkipped and what it answered (answered, already_answered,
         no_slot)."""
-        self._dose_answers.labels(result=result).inc()
+        self._series_of(self._dose_answers, result).inc()
 
     def unresolved_medication_name(self) -> None:
         """One prescription whose drug name resolved to no known ingredient."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -121,3 +122,59 @@ async def test_an_outbox_left_by_a_crash_goes_with_the_next_write_of_its_patient
         )
     assert [sent for _topic, sent in emitted if sent == ALERT] == [ALERT]
     assert "outbox" not in store.table.get("p1")
+
+
+async def test_written_records_are_read_back_from_memory_up_to_the_cache_size(
+    medstream: Medstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = medstream.patients.store
+    store.cached_patients = 2
+    for patient in ("p1", "p2", "p3"):
+        store.stage(patient, PatientState(partition=1), seen=SeenEvents({f"e-{patient}": 1}))
+    await store.write_back()
+    table_reads: list[str] = []
+    get = store.table.get
+
+    def counting(key: str, *args: Any) -> Any:
+        table_reads.append(key)
+        return get(key, *args)
+
+    monkeypatch.setattr(store.table, "get", counting)
+    # The two written last are parsed in memory; the first was forgotten, and is read again.
+    assert store.seen("p2").entries == {"e-p2": 1}
+    assert store.seen("p3").entries == {"e-p3": 1}
+    assert table_reads == []
+    assert store.seen("p1").entries == {"e-p1": 1}
+    assert table_reads == ["p1"]
+
+
+async def test_a_record_staged_while_its_last_write_is_in_flight_leaves_those_outputs_to_it(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another agent of the worker (the reminder recorder) may stage the patient while a
+    # write-back is waiting for the changelog: the outputs of that write-back are its own to
+    # send, and must not be taken up by the newer record and sent a second time.
+    store = medstream.patients.store
+    changelog = store.table.changelog
+    append = changelog.append
+    appending, release = asyncio.Event(), asyncio.Event()
+
+    async def held(changes: Mapping[int, Changes]) -> dict[int, int]:
+        appending.set()
+        await release.wait()
+        return await append(changes)
+
+    monkeypatch.setattr(changelog, "append", held)
+    store.stage("p1", PatientState(partition=1), seen=SeenEvents({"e1": 1}), outputs=[ALERT])
+    writing = asyncio.ensure_future(store.write_back())
+    await appending.wait()
+    # The newer record sees what is being written: its seen ids, without its outbox.
+    assert store.seen("p1").entries == {"e1": 1}
+    store.stage("p1", PatientState(partition=1), seen=SeenEvents({"e1": 1, "e2": 2}))
+    monkeypatch.setattr(changelog, "append", append)
+    release.set()
+    await writing
+    await store.write_back()
+
+    assert [sent for _topic, sent in emitted] == [ALERT]
+    assert store.table.get("p1") == {"partition": 1, "seen_events": {"e1": 1, "e2": 2}}
