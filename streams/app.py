@@ -11,11 +11,8 @@ import faust
 from streams.agents.emitter import Emitter
 from streams.agents.intake import Intake
 from streams.agents.notifier import Notifier, build_channels, install_notifier
-from streams.agents.patient_events import (
-    PatientAgents,
-    declare_patient_tables,
-    install_patient_agents,
-)
+from streams.agents.patient_events import install_patient_agents
+from streams.agents.patient_parts import PatientAgents, declare_patient_tables
 from streams.agents.tables import declare_table
 from streams.contracts.codecs import EventDecoder, EventEncoder
 from streams.contracts.registry import SchemaRegistry

@@ -3,57 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import faust
 
-from streams.agents.emitter import Emitter
 from streams.agents.intake import Handler, Intake, Outcome
-from streams.agents.patient_handlers import PatientEventProcessor, ReminderRecorder
+from streams.agents.patient_parts import PatientAgents, build_patient_parts
 from streams.agents.patient_store import PatientStore
-from streams.agents.reminder_timer import ReminderTimer
-from streams.agents.tables import declare_table
 from streams.clock import Clock, utc_now
-from streams.contracts.models import DoseMissed, Event, InteractionWarning, RefillAlert
+from streams.contracts.models import DoseMissed, Event
 from streams.domain.patient import PatientRules
-from streams.domain.reminder_queue import ReminderQueue
 from streams.settings import Settings
 from streams.state.checkpoint import Restorer
 from streams.topology import APPLY_PATIENT_EVENTS, FIRE_DUE_REMINDERS, RECORD_REMINDERS
-
-
-def declare_patient_tables(
-    app: faust.App,
-    settings: Settings,
-    emitter: Emitter,
-    *,
-    refill_alerts_topic: faust.TopicT,
-    interaction_warnings_topic: faust.TopicT,
-) -> PatientStore:
-    """The per-patient table."""
-    return PatientStore(
-        app=app,
-        table=declare_table(app, settings, "state-by-patient"),
-        emitter=emitter,
-        max_record_bytes=settings.max_patient_record_bytes,
-        cached_patients=settings.state_cache_patients,
-        output_topics={
-            RefillAlert.EVENT_TYPE: refill_alerts_topic,
-            InteractionWarning.EVENT_TYPE: interaction_warnings_topic,
-        },
-    )
-
-
-@dataclass(frozen=True)
-class PatientAgents:
-    """What install_patient_agents made, for the app and for tests."""
-
-    store: PatientStore
-    processor: PatientEventProcessor
-    recorder: ReminderRecorder
-    timer: ReminderTimer
 
 
 def install_patient_agents(
@@ -80,38 +42,18 @@ def install_patient_agents(
     once recorded (the notifier), and ``notify_batch_end`` is called at the end of each batch:
     one agent per topic, because two agents on one topic race for its offsets.
     """
-    queue = ReminderQueue()
-    # The answer window and how long answers are kept follow the settings, whoever built the
-    # rules (the grace window comes with them).
-    rules = replace(
-        rules,
-        early=timedelta(minutes=settings.dose_answer_early_minutes),
-        catch_up=timedelta(minutes=settings.reminder_catch_up_minutes),
-    )
-    processor = PatientEventProcessor(
+    parts = build_patient_parts(
+        app,
         settings=settings,
         store=store,
         rules=rules,
-        queue=queue,
-        clock=clock,
-        metrics=intake.emitter.metrics,
-    )
-    recorder = ReminderRecorder(
-        store=store, queue=queue, grace=rules.grace, limits=processor.limits, clock=clock
-    )
-    timer = ReminderTimer(
-        app=app,
-        settings=settings,
-        store=store,
+        restorer=restorer,
         emitter=intake.emitter,
         reminders_topic=reminders_topic,
         input_topic_name=input_topic_name,
-        queue=queue,
-        restorer=restorer,
         clock=clock,
     )
-
-    store.on_written.append(timer.record_written)
+    processor, recorder, timer = parts.processor, parts.recorder, parts.timer
 
     async def record(event: Event, partition: int) -> Outcome:
         outcome = await recorder.handle(event, partition)
@@ -142,4 +84,4 @@ def install_patient_agents(
     async def fire_due_reminders() -> None:
         await timer.tick()
 
-    return PatientAgents(store=store, processor=processor, recorder=recorder, timer=timer)
+    return parts
