@@ -18,7 +18,13 @@ from streams.domain.limits import (
     check_clock_skew,
     check_limits,
 )
-from streams.domain.patient import PatientRules, apply_input, record_missed, record_reminder
+from streams.domain.patient import (
+    PatientRules,
+    PatientState,
+    apply_input,
+    record_missed,
+    record_reminder,
+)
 from streams.domain.reminder_queue import DueKind, ReminderQueue
 from streams.domain.schedule import AnswerResult, reminder_id
 from streams.observability.metrics import Metrics
@@ -38,6 +44,13 @@ def limits_from(settings: Settings) -> Limits:
         max_unit_length=settings.max_unit_length,
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
     )
+
+
+def on_partition(state: PatientState, partition: int) -> PatientState:
+    """The state with the partition its patient's events arrive on (a copy only when new)."""
+    if state.partition == partition:
+        return state
+    return state.model_copy(update={"partition": partition})
 
 
 @dataclass
@@ -93,7 +106,7 @@ class PatientEventProcessor:
             )
             if self.metrics is not None:
                 self.metrics.unresolved_medication_name()
-        state = effects.state.model_copy(update={"partition": partition})
+        state = on_partition(effects.state, partition)
         # Sent once the new state is written: see PatientStore.
         self.store.stage(
             event.patient_id,
@@ -149,5 +162,5 @@ class ReminderRecorder:
                 return Outcome.DUPLICATE
         else:  # the intake admits only the two types above on this topic
             raise TypeError(type(event).__name__)
-        self.store.stage(event.patient_id, updated.model_copy(update={"partition": partition}))
+        self.store.stage(event.patient_id, on_partition(updated, partition))
         return Outcome.PROCESSED
