@@ -1,10 +1,14 @@
-"""Profile the pipeline benchmark's hot path with pyinstrument: `python -m bench.profile`."""
+"""Profile the pipeline benchmark's hot path: `python -m bench.profile` (pyinstrument), or
+`python -m bench.profile --by-package` (cProfile, own time summed per package)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import cProfile
 import os
+import pstats
 import shutil
 from pathlib import Path
 
@@ -53,6 +57,45 @@ async def profiled(args: argparse.Namespace) -> None:
     print(f"HTML profile: {args.html}")
 
 
+def package_of(file_name: str, function: str) -> str:
+    """Where a function lives: an installed package, a stdlib module, medstream's own
+    package (``streams/agents``...), or the built-in object it is a method of."""
+    if "site-packages/" in file_name:
+        return file_name.split("site-packages/")[1].split("/")[0]
+    if "/lib/python3" in file_name:
+        return "stdlib:" + file_name.split("/lib/python3")[1].split("/")[1]
+    if file_name == "~":
+        return "builtin:" + function.split(" of ")[-1].strip("<>'")[:40]
+    parts = Path(file_name).parts
+    for root in ("streams", "bench"):
+        if root in parts:
+            index = parts.index(root)
+            return "/".join(parts[index : index + 2])
+    return file_name
+
+
+async def by_package(args: argparse.Namespace) -> None:
+    context = Context(args.bootstrap_servers, "profile", QUICK, make_workdir())
+    records = pipeline_records(args.events, QUICK.doses_per_patient)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        result = await measure(context, records)
+    finally:
+        profiler.disable()
+        shutil.rmtree(context.workdir, ignore_errors=True)
+    print(f"{result['eps']:.0f} events/s over {result['events']} events (under cProfile)")
+    stats = pstats.Stats(profiler)
+    totals: collections.Counter[str] = collections.Counter()
+    for (file_name, _line, function), entry in stats.stats.items():  # type: ignore[attr-defined]
+        totals[package_of(file_name, function)] += entry[2]
+    whole = sum(totals.values())
+    print("own time by package (s, share):")
+    for package, seconds in totals.most_common(args.top):
+        print(f"  {seconds:7.2f} {100 * seconds / whole:5.1f}%  {package}")
+    stats.sort_stats("tottime").print_stats(args.top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument(
@@ -62,7 +105,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--html", type=Path, default=Path("bench-profile.html"))
-    asyncio.run(profiled(parser.parse_args()))
+    parser.add_argument(
+        "--by-package",
+        action="store_true",
+        help="cProfile instead of pyinstrument: own time summed per package, then functions",
+    )
+    args = parser.parse_args()
+    asyncio.run(by_package(args) if args.by_package else profiled(args))
 
 
 if __name__ == "__main__":
