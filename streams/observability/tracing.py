@@ -48,6 +48,9 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 _configured: TracerProvider | None = None
 _tracer: Tracer | None = None
+# Whether spans record, once known: asking the API reads the environment each time while no
+# global provider is set, several times per event. Reset by use_tracer_provider.
+_records: bool | None = None
 
 
 class _KafkaHeadersGetter(Getter[KafkaHeaders]):
@@ -78,9 +81,10 @@ def use_tracer_provider(provider: TracerProvider | None) -> None:
 
     The global provider can be set once per process; tests set their own here instead.
     """
-    global _provider, _tracer
+    global _provider, _tracer, _records
     _provider = provider
     _tracer = None
+    _records = None
 
 
 def tracer() -> Tracer:
@@ -248,9 +252,16 @@ def produce_span(
 
 
 def _recording() -> bool:
-    """An SDK (or any real provider) is configured: its spans have ids."""
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    """An SDK (or any real provider) is configured: its spans have ids.
+
+    Known from the first span on: a global provider set by other code after that counts from
+    the next ``use_tracer_provider`` (``configure_tracing`` calls it).
+    """
+    global _records
+    if _records is None:
+        provider = _provider if _provider is not None else trace.get_tracer_provider()
+        _records = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _records
 
 
 _ID_ONLY_TRACER: Tracer | None = None
