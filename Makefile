@@ -33,3 +33,9 @@ check-tools:
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Renders deploy/kubernetes with kustomize and validates it with kubeconform -strict, offline
+# (tools and schemas installed into ~/.cache/medstream when missing): deploy/kubernetes/README.md.
+.PHONY: k8s-check
+k8s-check: $(STAMP)
+	bash deploy/kubernetes/tools/check.sh
