@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install check-tools clean
+.PHONY: demo test lint install check-tools clean alerts-check
 
 demo: $(STAMP)
 	$(BIN)/medstream demo
@@ -19,6 +19,12 @@ lint: $(STAMP)
 	$(BIN)/medstream schemas check
 
 install: $(STAMP)
+
+# The Prometheus alert rules and their unit tests (promtool: Debian's `prometheus` package).
+PROMTOOL ?= promtool
+alerts-check:
+	$(PROMTOOL) check rules deploy/prometheus/medstream-alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/medstream-alerts.test.yml
 
 $(STAMP): pyproject.toml | check-tools
 	$(PYTHON) -m venv $(VENV)

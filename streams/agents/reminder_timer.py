@@ -22,6 +22,7 @@ from streams.domain.reminder_decide import (
     DueDecision,
     MarkMissedPending,
     PlanNext,
+    SendReminder,
     Skip,
     decide_due,
     decide_fire,
@@ -229,8 +230,14 @@ class ReminderTimer:
         if not to_send:
             return
         acknowledged = await self._send(to_send)
+        acknowledged_at = self.clock()
         for index, (prepared, sent) in enumerate(zip(to_send, acknowledged, strict=True)):
             if sent:
+                send = prepared.decision.send
+                if isinstance(send, SendReminder):
+                    self.emitter.metrics.observe_reminder_lateness(
+                        (acknowledged_at - send.event.scheduled_for).total_seconds()
+                    )
                 self._follow(prepared, now, sent=True)
             else:
                 self._requeue(prepared.entry)

@@ -24,6 +24,23 @@ CountsByLabel = collections.Counter[str]
 # Processing of one event is usually milliseconds; a notification delivery with retries can
 # take tens of seconds.
 PROCESSING_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A reminder is normally sent within a tick (0.2 s) of its slot; one caught up after a restart
+# may be up to MEDSTREAM_REMINDER_CATCH_UP_MINUTES late (beyond 600 s: only +Inf).
+REMINDER_LATENESS_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
 
 
 class Metrics:
@@ -121,6 +138,18 @@ class Metrics:
             "Changelog records this worker read to restore its tables.",
             registry=self.registry,
         )
+        self._reminder_lateness = Histogram(
+            "medstream_reminder_lateness_seconds",
+            "Seconds from a ReminderDue's scheduled_for to the broker's acknowledgement of it.",
+            buckets=REMINDER_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self._ready = Gauge(
+            "medstream_ready",
+            "1 while /ready answers 200 (partitions assigned, tables restored, no agent down, "
+            "no partition stalled), else 0; set when /metrics is read.",
+            registry=self.registry,
+        )
         self._table_entries = Gauge(
             "medstream_table_entries",
             "Keys in a table's partitions held by this worker.",
@@ -192,6 +221,14 @@ class Metrics:
     def restored(self, records: int) -> None:
         """A restore of the tables read ``records`` changelog records."""
         self._restored_records.inc(records)
+
+    def observe_reminder_lateness(self, seconds: float) -> None:
+        """A ReminderDue acknowledged ``seconds`` after its slot (never below 0)."""
+        self._reminder_lateness.observe(max(0.0, seconds))
+
+    def set_ready(self, ready: bool) -> None:
+        """Whether the worker is ready (1) or not (0), as /ready answers."""
+        self._ready.set(1 if ready else 0)
 
     def set_table_entries(self, table: str, n: int) -> None:
         """The number of keys of ``table`` held by this worker."""

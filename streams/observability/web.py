@@ -85,4 +85,5 @@ def install_web(
     class PrometheusMetrics(View):
         async def get(self, request: Request) -> Response:
             collect_from_app(metrics, app, tables, liveness)
+            metrics.set_ready(readiness()[0])
             return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -26,6 +26,9 @@ FAMILIES = {
     "medstream_table_entries": "gauge",
     "medstream_agent_up": "gauge",
     "medstream_partition_stalled": "gauge",
+    "medstream_reminder_lateness_seconds": "histogram",
+    "medstream_reminder_lateness_seconds_created": "gauge",
+    "medstream_ready": "gauge",
 }
 
 
@@ -81,6 +84,31 @@ def test_counters_histogram_and_gauges_move() -> None:
         found[("medstream_consumer_lag", (("partition", "1"), ("topic", "medication-events")))] == 7
     )
     assert found[("medstream_table_entries", (("table", "state-by-patient"),))] == 3
+
+
+def test_reminder_lateness_is_a_histogram_without_labels_and_never_negative() -> None:
+    metrics = Metrics()
+    assert samples(metrics)[("medstream_reminder_lateness_seconds_count", ())] == 0
+    metrics.observe_reminder_lateness(0.07)
+    metrics.observe_reminder_lateness(45.0)
+    metrics.observe_reminder_lateness(-0.5)  # a clock step back: counted as on time
+    found = samples(metrics)
+    assert found[("medstream_reminder_lateness_seconds_count", ())] == 3
+    assert found[("medstream_reminder_lateness_seconds_sum", ())] == 45.07
+    assert found[("medstream_reminder_lateness_seconds_bucket", (("le", "0.05"),))] == 1
+    assert found[("medstream_reminder_lateness_seconds_bucket", (("le", "0.1"),))] == 2
+    assert found[("medstream_reminder_lateness_seconds_bucket", (("le", "30.0"),))] == 2
+    assert found[("medstream_reminder_lateness_seconds_bucket", (("le", "60.0"),))] == 3
+    assert found[("medstream_reminder_lateness_seconds_bucket", (("le", "600.0"),))] == 3
+
+
+def test_ready_is_a_gauge_of_zero_or_one() -> None:
+    metrics = Metrics()
+    assert samples(metrics)[("medstream_ready", ())] == 0
+    metrics.set_ready(True)
+    assert samples(metrics)[("medstream_ready", ())] == 1
+    metrics.set_ready(False)
+    assert samples(metrics)[("medstream_ready", ())] == 0
 
 
 def test_each_metrics_object_has_its_own_registry() -> None:
