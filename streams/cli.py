@@ -1,4 +1,5 @@
-"""The medstream command line: worker, broker, topics, publish, schemas and the demo."""
+"""The medstream command line: the worker, the local broker, topics, publishing, operating
+(status, tail, dlq, replay, pause, resume), schemas, interactions and the demo."""
 
 from __future__ import annotations
 

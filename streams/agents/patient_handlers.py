@@ -107,14 +107,9 @@ class PatientEventProcessor:
             if self.metrics is not None:
                 self.metrics.unresolved_medication_name()
         state = on_partition(effects.state, partition)
-        # Sent once the new state is written: see PatientStore.
-        self.store.stage(
-            event.patient_id,
-            state,
-            seen=seen,
-            outputs=[*effects.refill_alerts, *effects.interaction_warnings],
-        )
         for medication_id in effects.replan:
+            # The timer decides again from written state when a slot comes: a plan made for
+            # an event that is then refused does no harm.
             self.queue.plan_reminder(
                 state,
                 event.patient_id,
@@ -122,6 +117,15 @@ class PatientEventProcessor:
                 now,
                 timedelta(minutes=self.settings.reminder_catch_up_minutes),
             )
+        # Staged last, so that an event whose handling fails anywhere leaves nothing staged
+        # (its id not remembered either): replayed after a fix, it is applied, not skipped.
+        # Its outputs are sent once the new state is written: see PatientStore.
+        self.store.stage(
+            event.patient_id,
+            state,
+            seen=seen,
+            outputs=[*effects.refill_alerts, *effects.interaction_warnings],
+        )
         return Outcome.PROCESSED
 
 

@@ -21,7 +21,17 @@ from streams.domain.patient import PatientState
 from streams.domain.schedule import reminder_id
 from streams.state.stores import Changes
 from tests.agents.conftest import agent_test_app, capture_emitted
-from tests.agents.harness import NOW, Emitted, Feed, encoded, event, feeding, of_type, prescribed
+from tests.agents.harness import (
+    NOW,
+    Emitted,
+    Feed,
+    encoded,
+    event,
+    feeding,
+    of_type,
+    prescribed,
+    state,
+)
 from tests.agents.test_patient_store import ALERT
 
 
@@ -301,6 +311,38 @@ async def test_an_unexpected_exception_while_processing_is_dead_lettered_by_type
         "ProcessingError",
         "OverflowError while processing MedicationPrescribed",
     )
+
+
+async def test_an_event_dead_lettered_after_its_changes_were_computed_is_applied_on_replay(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planning its reminders fails (a bug, say): the event is dead-lettered, and nothing of
+    # it may stay staged, its id least of all, or its replay after the fix is a "duplicate".
+    queue = medstream.patients.processor.queue
+    plan = queue.plan_reminder
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OverflowError("planning failed")
+
+    schedule = event(
+        "ScheduleSet",
+        "e2",
+        medication_id="m1",
+        timezone="UTC",
+        times_of_day=["08:00"],
+    )
+    async with feeding(medstream, "apply-patient-events") as feed:
+        await feed.put("medication-events", encoded(prescribed("e1", "m1", "Metformin")))
+        monkeypatch.setattr(queue, "plan_reminder", failing)
+        await feed.put("schedule-events", encoded(schedule))
+        [letter] = dead_letters(emitted)
+        assert letter.error_type == "ProcessingError"
+        assert "m1" not in state(medstream).schedules
+        monkeypatch.setattr(queue, "plan_reminder", plan)
+        # The replay: the same record again.
+        await feed.put("schedule-events", encoded(schedule))
+    assert "m1" in state(medstream).schedules
+    assert medstream.stats.processed["ScheduleSet"] == 1
 
 
 async def test_an_unexpected_exception_while_decoding_is_dead_lettered(
