@@ -12,9 +12,8 @@ from typing import Any, cast
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streams.settings import REPOSITORY_ROOT
-
-SCHEMAS_DIR = REPOSITORY_ROOT / "schemas"
+# The package's link to the repository's schemas/, or in an installed wheel their copy.
+SCHEMAS_DIR = Path(__file__).parent.parent / "schemas"
 RELEASED_DIR = SCHEMAS_DIR / "released"
 NAMESPACE = "io.medstream.events"
 
