@@ -66,7 +66,7 @@ def _merge(entries: Iterable[tuple[str, str, tuple[str, ...]]]) -> tuple[Acl, ..
     for resource_type, name, operations in entries:
         wanted = merged.setdefault((resource_type, name), [])
         wanted.extend(op for op in operations if op not in wanted)
-    order = ("Describe", "Read", "Write")
+    order = ("Describe", "Read", "Write", "Create")
     return tuple(
         Acl(resource_type, name, tuple(sorted(ops, key=order.index)))
         for (resource_type, name), ops in merged.items()
@@ -77,7 +77,8 @@ def worker_acls(settings: Settings) -> tuple[Acl, ...]:
     """What a worker needs: the agents' reads and the agents' and timers' writes, the control
     topic, both changelogs, Faust's leader topic and the consumer group. Describe on every topic
     of the contract (ensure_topics lists them at start). Never Write on the inputs, the control
-    topic or the audit log; never Create, Delete, Alter or cluster rights."""
+    topic or the audit log; Create only on Faust's own topics; never Delete, Alter or cluster
+    rights."""
     entries: list[tuple[str, str, tuple[str, ...]]] = []
     read = {spec.base_name for agent in AGENTS for spec in agent.reads}
     written = {spec.base_name for agent in AGENTS for spec in agent.writes}
@@ -89,9 +90,14 @@ def worker_acls(settings: Settings) -> tuple[Acl, ...]:
         if spec.base_name in written and spec is not CONTROL:
             operations.append("Write")
         entries.append(("topic", settings.topic_name(spec.base_name), tuple(operations)))
+    # Create on Faust's own topics only: Faust asks to create them at start unless its cached
+    # metadata lists them, and without Create the broker answers TOPIC_AUTHORIZATION_FAILED
+    # where it would answer TOPIC_ALREADY_EXISTS (the worker then stops).
     for table in (PATIENT_STATE_TABLE, DELIVERY_LEDGER_TABLE):
-        entries.append(("topic", changelog_topic(settings, table), ("Describe", "Read", "Write")))
-    entries.append(("topic", leader_topic(settings), ("Describe", "Read")))
+        entries.append(
+            ("topic", changelog_topic(settings, table), ("Describe", "Read", "Write", "Create"))
+        )
+    entries.append(("topic", leader_topic(settings), ("Describe", "Read", "Create")))
     entries.append(("group", settings.app_id, ("Read",)))
     return _merge(entries)
 

@@ -199,6 +199,10 @@ async def test_a_worker_with_only_its_acls_processes_events_end_to_end(
         assert alerts, worker.log_tail()
         assert {alert["patient_id"] for alert in alerts} == {events.patient_id}
         assert worker.running, worker.log_tail()
+        # Its ACLs stop at what the topology writes: no Write on an input or the control topic.
+        for topic in ("medication-events", "medstream-control"):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await produce_one(worker_settings, worker_settings.topic_name(topic))
     finally:
         worker.stop()
 
