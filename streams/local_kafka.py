@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -498,3 +500,66 @@ def _pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+SASL_SSL_ADMIN = "admin"
+
+
+def read_users(path: Path) -> dict[str, str]:
+    """A users file: ``name=password`` a line (``#`` starts a comment)."""
+    users = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, separator, password = line.partition("=")
+        if not separator or not name.strip() or not password:
+            raise BrokerError(f"{path}: expected name=password, got {line!r}")
+        users[name.strip()] = password
+    return users
+
+
+def secured_cluster(
+    cluster: ClusterSpec, sasl_ssl_dir: Path, mechanism: str = "SCRAM-SHA-512"
+) -> ClusterSpec:
+    """``cluster`` secured as ``secured_properties`` describes, from a folder holding
+    ``server.pem`` (PKCS#8 key and certificate chain), ``ca.pem`` and ``users.properties``
+    (``name=password`` lines, ``admin`` among them: the brokers' own super user)."""
+    sasl_ssl_dir = sasl_ssl_dir.resolve()
+    for name in ("server.pem", "ca.pem", "users.properties"):
+        if not (sasl_ssl_dir / name).is_file():
+            raise BrokerError(f"{sasl_ssl_dir} has no {name}")
+    users = read_users(sasl_ssl_dir / "users.properties")
+    if SASL_SSL_ADMIN not in users:
+        raise BrokerError(f"{sasl_ssl_dir / 'users.properties'} has no {SASL_SSL_ADMIN} user")
+    return dataclasses.replace(
+        cluster,
+        extra_properties={
+            **cluster.extra_properties,
+            **secured_properties(sasl_ssl_dir, SASL_SSL_ADMIN, users[SASL_SSL_ADMIN], mechanism),
+        },
+        scram_credentials=tuple(
+            f"{mechanism}=[name={name},password={password}]" for name, password in users.items()
+        ),
+        probe_options={
+            "security_protocol": "SASL_SSL",
+            "ssl_context": ssl.create_default_context(cafile=str(sasl_ssl_dir / "ca.pem")),
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": SASL_SSL_ADMIN,
+            "sasl_plain_password": users[SASL_SSL_ADMIN],
+        },
+    )
+
+
+def admin_client_properties(cluster: ClusterSpec, sasl_ssl_dir: Path) -> str:
+    """A Kafka client properties file's text for the admin user of a ``secured_cluster``."""
+    password = read_users(sasl_ssl_dir / "users.properties")[SASL_SSL_ADMIN]
+    return (
+        f"bootstrap.servers={cluster.bootstrap_servers}\n"
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{SASL_SSL_ADMIN}" password="{password}";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={sasl_ssl_dir.resolve() / 'ca.pem'}\n"
+    )

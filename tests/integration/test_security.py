@@ -259,3 +259,41 @@ async def test_the_operator_runs_the_ops_commands_but_cannot_write_the_state(
     ):
         with pytest.raises(TopicAuthorizationFailedError):
             await produce_one(operator, topic)
+
+
+def test_medstream_broker_start_sasl_ssl_dir_starts_a_secured_broker_with_the_acls(
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / "secrets"
+    write_pems(secrets)
+    (secrets / "users.properties").write_text(
+        "# name=password\nadmin=admin-pw-1\npublisher=publisher-pw-1\n"
+    )
+    base = Settings(
+        bootstrap_servers=f"{HOST}:49192",
+        app_id="medstream-cli",
+        topic_prefix="cli.",
+        topic_partitions=1,
+        broker_port=49192,
+        broker_controller_port=49193,
+        broker_data_dir=tmp_path / "broker",
+        broker_heap="512m",
+        broker_start_timeout=180.0,
+    )
+    state = Secured(secrets, {"admin": "admin-pw-1", "publisher": "publisher-pw-1"}, base)
+    broker = ("broker", "start", "--sasl-ssl-dir", str(secrets))
+    started = run_cli(base, *broker)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert "ACLs of publisher created" in started.stdout
+        status = run_cli(base, "broker", "status", "--sasl-ssl-dir", str(secrets))
+        assert status.returncode == 0, status.stdout + status.stderr[-3000:]
+        created = run_cli(state.settings("admin"), "topics", "create")
+        assert created.returncode == 0, created.stderr[-3000:]
+        publisher = state.settings("publisher")
+        asyncio.run(produce_one(publisher, publisher.topic_name("medication-events")))
+        with pytest.raises(TopicAuthorizationFailedError):
+            asyncio.run(produce_one(publisher, publisher.topic_name("refill-alerts")))
+    finally:
+        stopped = run_cli(base, "broker", "stop", "--sasl-ssl-dir", str(secrets))
+        assert stopped.returncode == 0, stopped.stderr[-3000:]
