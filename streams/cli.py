@@ -40,7 +40,31 @@ def _broker(args: argparse.Namespace) -> Any:
         broker_data_dir=args.data_dir,
         broker_heap=args.heap,
     )
-    return LocalKafka.from_settings(settings)
+    if args.sasl_ssl_dir is None:
+        return LocalKafka.from_settings(settings)
+    from streams.local_kafka import ClusterSpec, secured_cluster
+
+    return LocalKafka(secured_cluster(ClusterSpec.single_node(settings), args.sasl_ssl_dir))
+
+
+def _create_role_acls(args: argparse.Namespace, broker: Any) -> None:
+    """On a secured broker: the ACLs of streams/acls.py for each role the users file names."""
+    import tempfile
+
+    from streams import acls
+    from streams.local_kafka import admin_client_properties, ensure_classpath, read_users
+
+    users = read_users(args.sasl_ssl_dir / "users.properties")
+    roles = {role: role for role in acls.ROLES if role in users}
+    if not roles:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".properties") as properties:
+        properties.write(admin_client_properties(broker.cluster, args.sasl_ssl_dir))
+        properties.flush()
+        acls.create_acls(
+            _settings(), roles, ensure_classpath(broker.cluster), Path(properties.name)
+        )
+    print(f"ACLs of {', '.join(roles)} created")
 
 
 def _cmd_broker_start(args: argparse.Namespace) -> int:
@@ -48,6 +72,8 @@ def _cmd_broker_start(args: argparse.Namespace) -> int:
     started = broker.start()
     state = "started" if started else "already running"
     print(f"broker {state} at {broker.bootstrap_servers}")
+    if args.sasl_ssl_dir is not None:
+        _create_role_acls(args, broker)
     return 0
 
 
@@ -166,6 +192,13 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (MEDSTREAM_BROKER_DATA_DIR)")
     parser.add_argument("--heap", help="JVM heap, e.g. 512m (MEDSTREAM_BROKER_HEAP)")
+    parser.add_argument(
+        "--sasl-ssl-dir",
+        type=Path,
+        help="secure it: SASL_SSL with SCRAM-SHA-512 and ACLs; DIR holds server.pem (PKCS#8 key "
+        "and certificate chain), ca.pem and users.properties (name=password lines, admin among "
+        "them; worker, publisher, operator and downstream get their ACLs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

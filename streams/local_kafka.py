@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaClient
 
@@ -79,6 +82,11 @@ class ClusterSpec:
     heap: str
     start_timeout: float = 90.0
     extra_properties: Mapping[str, str] = field(default_factory=dict)
+    # SCRAM credentials written into the metadata log at format time (``--add-scram``),
+    # e.g. ``SCRAM-SHA-512=[name=admin,password=...]``; and the aiokafka options the
+    # readiness probe connects with (a secured cluster refuses a PLAINTEXT probe).
+    scram_credentials: tuple[str, ...] = ()
+    probe_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def single_node(cls, settings: Settings) -> ClusterSpec:
@@ -140,8 +148,60 @@ def render_server_properties(cluster: ClusterSpec, node: NodeSpec) -> str:
         "log.retention.hours": "168",
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
-    properties.update(cluster.extra_properties)
+    properties.update(_node_values(cluster.extra_properties, node))
     return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def _node_values(extra: Mapping[str, str], node: NodeSpec) -> dict[str, str]:
+    """``extra_properties`` for one node: ``{host}``, ``{port}``, ``{controller_port}`` and
+    ``{node_id}`` in a value are that node's."""
+    tokens = {
+        "{host}": node.host,
+        "{port}": str(node.port),
+        "{controller_port}": str(node.controller_port),
+        "{node_id}": str(node.node_id),
+    }
+    rendered = {}
+    for key, value in extra.items():
+        for token, replacement in tokens.items():
+            value = value.replace(token, replacement)
+        rendered[key] = value
+    return rendered
+
+
+def secured_properties(
+    tls_dir: Path, admin_user: str, admin_password: str, mechanism: str = "SCRAM-SHA-512"
+) -> dict[str, str]:
+    """``extra_properties`` of a secured cluster: clients and brokers talk SASL_SSL (SCRAM over
+    TLS) on the client port, the controller listener stays PLAINTEXT on loopback, and the KRaft
+    StandardAuthorizer denies whatever no ACL allows. ``admin_user`` (the brokers' own principal,
+    a super user) must be among the SCRAM credentials the storage is formatted with.
+
+    ``tls_dir`` holds PEM files: ``server.pem`` (the unencrypted PKCS#8 private key followed by
+    the certificate chain) and ``ca.pem``. The controller's principal is ``User:ANONYMOUS``
+    (PLAINTEXT), so it is a super user too: keep the controller port on loopback.
+    """
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin_user}" password="{admin_password}";'
+    )
+    return {
+        "listeners": "SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": "SASL_SSL://{host}:{port}",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.enabled.mechanisms": mechanism,
+        "sasl.mechanism.inter.broker.protocol": mechanism,
+        f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls_dir / "server.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls_dir / "ca.pem"),
+        "ssl.endpoint.identification.algorithm": "https",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{admin_user};User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+    }
 
 
 def new_cluster_id() -> str:
@@ -217,7 +277,9 @@ def _running_pid(node: NodeSpec) -> int | None:
     return pid
 
 
-async def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> list[int] | None:
+async def probe_metadata(
+    bootstrap_servers: str, timeout: float = 5.0, **options: Any
+) -> list[int] | None:
     """Ask the cluster for its metadata; return the ids of the brokers it lists, or None."""
     # While a broker boots, every probe fails to connect; those errors are expected noise.
     aiokafka_log = logging.getLogger("aiokafka")
@@ -227,6 +289,7 @@ async def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> list[i
         bootstrap_servers=bootstrap_servers,
         request_timeout_ms=int(timeout * 1000),
         connections_max_idle_ms=int(timeout * 1000) + 1000,
+        **options,
     )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
@@ -300,7 +363,9 @@ class LocalKafka:
         pids = self.running_pids()
         answering = None
         if any(pid is not None for pid in pids.values()):
-            answering = asyncio.run(probe_metadata(self.bootstrap_servers))
+            answering = asyncio.run(
+                probe_metadata(self.bootstrap_servers, **self.cluster.probe_options)
+            )
         return {
             "bootstrap_servers": self.bootstrap_servers,
             "nodes": {node_id: pid for node_id, pid in pids.items()},
@@ -336,6 +401,7 @@ class LocalKafka:
                     "-c",
                     str(node.properties_file),
                     "--ignore-formatted",
+                    *(arg for c in self.cluster.scram_credentials for arg in ("--add-scram", c)),
                 ],
                 capture_output=True,
                 text=True,
@@ -383,7 +449,10 @@ class LocalKafka:
                     raise BrokerError(
                         f"broker node {node.node_id} exited with {process.returncode}:\n{tail}"
                     )
-            if await probe_metadata(self.bootstrap_servers, timeout=2.0) == expected:
+            answer = await probe_metadata(
+                self.bootstrap_servers, timeout=2.0, **self.cluster.probe_options
+            )
+            if answer == expected:
                 return
             if time.monotonic() > deadline:
                 raise BrokerError(
@@ -431,3 +500,66 @@ def _pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+SASL_SSL_ADMIN = "admin"
+
+
+def read_users(path: Path) -> dict[str, str]:
+    """A users file: ``name=password`` a line (``#`` starts a comment)."""
+    users = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, separator, password = line.partition("=")
+        if not separator or not name.strip() or not password:
+            raise BrokerError(f"{path}: expected name=password, got {line!r}")
+        users[name.strip()] = password
+    return users
+
+
+def secured_cluster(
+    cluster: ClusterSpec, sasl_ssl_dir: Path, mechanism: str = "SCRAM-SHA-512"
+) -> ClusterSpec:
+    """``cluster`` secured as ``secured_properties`` describes, from a folder holding
+    ``server.pem`` (PKCS#8 key and certificate chain), ``ca.pem`` and ``users.properties``
+    (``name=password`` lines, ``admin`` among them: the brokers' own super user)."""
+    sasl_ssl_dir = sasl_ssl_dir.resolve()
+    for name in ("server.pem", "ca.pem", "users.properties"):
+        if not (sasl_ssl_dir / name).is_file():
+            raise BrokerError(f"{sasl_ssl_dir} has no {name}")
+    users = read_users(sasl_ssl_dir / "users.properties")
+    if SASL_SSL_ADMIN not in users:
+        raise BrokerError(f"{sasl_ssl_dir / 'users.properties'} has no {SASL_SSL_ADMIN} user")
+    return dataclasses.replace(
+        cluster,
+        extra_properties={
+            **cluster.extra_properties,
+            **secured_properties(sasl_ssl_dir, SASL_SSL_ADMIN, users[SASL_SSL_ADMIN], mechanism),
+        },
+        scram_credentials=tuple(
+            f"{mechanism}=[name={name},password={password}]" for name, password in users.items()
+        ),
+        probe_options={
+            "security_protocol": "SASL_SSL",
+            "ssl_context": ssl.create_default_context(cafile=str(sasl_ssl_dir / "ca.pem")),
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": SASL_SSL_ADMIN,
+            "sasl_plain_password": users[SASL_SSL_ADMIN],
+        },
+    )
+
+
+def admin_client_properties(cluster: ClusterSpec, sasl_ssl_dir: Path) -> str:
+    """A Kafka client properties file's text for the admin user of a ``secured_cluster``."""
+    password = read_users(sasl_ssl_dir / "users.properties")[SASL_SSL_ADMIN]
+    return (
+        f"bootstrap.servers={cluster.bootstrap_servers}\n"
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{SASL_SSL_ADMIN}" password="{password}";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={sasl_ssl_dir.resolve() / 'ca.pem'}\n"
+    )

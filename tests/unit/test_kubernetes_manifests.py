@@ -330,7 +330,10 @@ def test_the_worker_may_do_what_the_topology_does(
     # At start it lists every topic of the contract (ensure_topics): it must see them all.
     assert names(settings, EVERY_TOPIC) <= set(operations)
     assert not names(settings, INPUT_TOPICS) & writes
-    assert set().union(*operations.values()) <= {"Describe", "Read", "Write"}
+    assert set().union(*operations.values()) <= {"Describe", "Read", "Write", "Create"}
+    # Create only on Faust's own topics, which Faust asks to create at start.
+    creates = {name for name, ops in operations.items() if "Create" in ops}
+    assert creates == state_topics(settings) | {leader_topic(settings)}
     groups = {(n, op) for kind, n, _, op in acls(manifests, "medstream-worker") if kind == "group"}
     assert groups == {(settings.app_id, "Read")}
 
@@ -420,3 +423,17 @@ def test_make_k8s_check_validates_every_overlay() -> None:
     summaries = [line for line in result.stdout.splitlines() if line.startswith("Summary:")]
     assert summaries, result.stdout
     assert all("Invalid: 0, Errors: 0, Skipped: 0" in line for line in summaries), result.stdout
+
+
+def test_the_kafka_users_hold_exactly_the_acls_of_streams_acls(
+    manifests: list[Document], settings: Settings
+) -> None:
+    from streams.acls import role_acls
+
+    for role, expected in role_acls(settings).items():
+        found = {
+            (kind, name, operation)
+            for kind, name, _, operation in acls(manifests, f"medstream-{role}")
+        }
+        wanted = {(acl.resource_type, acl.name, op) for acl in expected for op in acl.operations}
+        assert found == wanted, (role, found ^ wanted)

@@ -1,0 +1,42 @@
+"""The README's ACL table is streams/acls.py's, and the ACLs keep to their roles."""
+
+from __future__ import annotations
+
+from streams import acls
+from streams.settings import REPOSITORY_ROOT, Settings
+from streams.topics import INPUT_TOPICS
+
+
+def test_the_readme_lists_the_acls_of_streams_acls() -> None:
+    readme = (REPOSITORY_ROOT / "README.md").read_text()
+    assert acls.render_markdown() in readme, (
+        "the README's ACL table is stale: paste streams.acls.render_markdown() into it"
+    )
+
+
+def test_only_the_publisher_writes_the_inputs_and_only_the_worker_creates() -> None:
+    settings = Settings(topic_prefix="p.", app_id="app")
+    inputs = {settings.topic_name(spec.base_name) for spec in INPUT_TOPICS}
+    for role, found in acls.role_acls(settings).items():
+        writes = {acl.name for acl in found if "Write" in acl.operations}
+        assert bool(writes & inputs) is (role == acls.PUBLISHER), role
+        creates = {acl.name for acl in found if "Create" in acl.operations}
+        assert not creates or role == acls.WORKER
+        assert creates <= {
+            acls.leader_topic(settings),
+            *(
+                acls.changelog_topic(settings, t)
+                for t in ("state-by-patient", "deliveries-by-notification")
+            ),
+        }
+
+
+def test_acl_lines_name_the_users_principals() -> None:
+    lines = acls.acl_lines(Settings(), {acls.DOWNSTREAM: "alerts-reader"})
+    assert lines == [
+        "User:alerts-reader\tTOPIC\trefill-alerts\tDESCRIBE",
+        "User:alerts-reader\tTOPIC\trefill-alerts\tREAD",
+        "User:alerts-reader\tTOPIC\tinteraction-warnings\tDESCRIBE",
+        "User:alerts-reader\tTOPIC\tinteraction-warnings\tREAD",
+        "User:alerts-reader\tGROUP\tmedstream-downstream\tREAD",
+    ]
