@@ -130,6 +130,8 @@ class RocksDBStore:
             earlier = _OPEN.pop(self.path, None)
             if earlier is not None:
                 earlier.close()
+            make_private(self.path.parent)
+            make_private(self.path)
             options = rocksdict.Options(raw_mode=True)
             options.create_if_missing(True)
             options.set_write_buffer_size(self._write_buffer_bytes)
@@ -240,6 +242,18 @@ def _dump_position(position: Position) -> bytes:
 def _load_position(value: bytes) -> Position:
     loaded = json.loads(value)
     return Position(int(loaded["offset"]), float(loaded["synced_at"]))
+
+
+# The tables hold patient data: their directories are the worker user's alone, whatever the
+# umask (RocksDB's files themselves get the umask's modes; the directory is what guards them).
+PRIVATE_DIR_MODE = 0o700
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by its owner only, or tighten it."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        path.chmod(PRIVATE_DIR_MODE)
 
 
 def open_store(

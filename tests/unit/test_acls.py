@@ -40,3 +40,34 @@ def test_acl_lines_name_the_users_principals() -> None:
         "User:alerts-reader\tTOPIC\tinteraction-warnings\tREAD",
         "User:alerts-reader\tGROUP\tmedstream-downstream\tREAD",
     ]
+
+
+def test_dead_letters_raw_payloads_are_read_by_the_operator_alone() -> None:
+    # A dead letter keeps the refused record's value (patient data): the worker writes them,
+    # the operator reads them to replay; the publisher and downstream consumers never do.
+    from streams.acls import role_acls
+    from streams.settings import Settings
+
+    settings = Settings()
+    dead_letters = settings.topic_name("dead-letters")
+    rights = {
+        role: {op for acl in acls if acl.name == dead_letters for op in acl.operations}
+        for role, acls in role_acls(settings).items()
+    }
+    assert "Read" not in rights["worker"] and "Write" in rights["worker"]
+    assert "Read" in rights["operator"] and "Write" not in rights["operator"]
+    assert not rights["publisher"] & {"Read", "Write"}
+    assert not rights["downstream"] & {"Read", "Write"}
+
+
+def test_dead_letters_are_kept_for_a_bounded_time_in_the_manifests() -> None:
+    import yaml
+
+    from streams.settings import REPOSITORY_ROOT
+
+    topics = yaml.safe_load_all(
+        (REPOSITORY_ROOT / "deploy/kubernetes/strimzi/topics.yaml").read_text()
+    )
+    [dead_letters] = [t for t in topics if t and t["metadata"]["name"] == "dead-letters"]
+    retention_ms = int(dead_letters["spec"]["config"]["retention.ms"])
+    assert 0 < retention_ms <= 90 * 24 * 3600 * 1000

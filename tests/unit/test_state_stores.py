@@ -316,3 +316,16 @@ def test_a_second_rocksdb_store_on_the_same_directory_takes_it_over(tmp_path: Pa
     finally:
         second.close()
         first.close()
+
+
+def test_a_rocksdb_table_directory_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    tables = tmp_path / "medstream-tables"
+    tables.mkdir(mode=0o755)  # as an earlier version, or a permissive umask, left it
+    store = RocksDBStore(
+        tables / "state-by-patient", block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20
+    )
+    store.apply(0, {b"k": b"v"}, 0)
+    assert store.get(0, b"k") == b"v"
+    for directory in (tables, tables / "state-by-patient"):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    store.close()
