@@ -40,7 +40,7 @@ def _broker(args: argparse.Namespace) -> Any:
         broker_data_dir=args.data_dir,
         broker_heap=args.heap,
     )
-    return LocalKafka.from_settings(settings)
+    return LocalKafka.cluster_from_settings(settings, args.nodes)
 
 
 def _cmd_broker_start(args: argparse.Namespace) -> int:
@@ -166,6 +166,13 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (MEDSTREAM_BROKER_DATA_DIR)")
     parser.add_argument("--heap", help="JVM heap, e.g. 512m (MEDSTREAM_BROKER_HEAP)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="nodes of a KRaft cluster (default 1): ports --port.. and --controller-port.. "
+        "(or --port+100.. when they would overlap), data in <data-dir>/node-<id>",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

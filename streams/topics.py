@@ -110,6 +110,18 @@ async def ensure_topics(
     )
 
 
+def topic_configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
+    """The configs of a topic medstream creates: compaction when asked, and with three or more
+    replicas ``min.insync.replicas=2``, so that an acknowledged write (acks=all) is on two
+    brokers and survives losing any one of them."""
+    configs: dict[str, str] = {}
+    if compacted:
+        configs["cleanup.policy"] = "compact"
+    if settings.topic_replication_factor >= 3:
+        configs["min.insync.replicas"] = "2"
+    return configs
+
+
 async def ensure_named_topics(
     settings: Settings, wanted: Mapping[str, tuple[int, bool]]
 ) -> list[str]:
@@ -128,7 +140,7 @@ async def ensure_named_topics(
                             name,
                             num_partitions=wanted[name][0],
                             replication_factor=settings.topic_replication_factor,
-                            topic_configs={"cleanup.policy": "compact"} if wanted[name][1] else {},
+                            topic_configs=topic_configs(settings, compacted=wanted[name][1]),
                         )
                         for name in missing
                     ]
