@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from streams.consumer_groups import wait_until_stable
 from streams.contracts.vocabulary import RefillReason
-from streams.local_kafka import LocalKafka
+from streams.local_kafka import LocalKafka, probe_metadata
 from streams.notify.decide import INTERRUPTED
 from streams.settings import Settings
 from streams.state.changelog import changelog_topic
@@ -183,6 +183,15 @@ async def leader_of(settings: Settings, topic: str, partition: int = 0) -> int:
         await client.close()
 
 
+async def until_fenced(kafka: LocalKafka, node_id: int) -> None:
+    """Until the cluster's metadata no longer lists a killed node: before that, a client (this
+    test's admin helpers too) may still send a request to it."""
+    deadline = time.monotonic() + 120
+    while node_id in (await probe_metadata(kafka.bootstrap_servers) or [node_id]):
+        assert time.monotonic() < deadline, f"node {node_id} still listed"
+        await asyncio.sleep(0.5)
+
+
 async def settled_once(
     settings: Settings, receiver: Receiver, worker: WorkerProcess, load: Load
 ) -> set[str]:
@@ -260,6 +269,7 @@ async def test_killing_the_leader_of_an_input_partition(
         await load.until_sent(0.3)
         leader = await leader_of(settings, settings.topic_name("medication-events"))
         assert three_nodes.kill_node(leader) is not None
+        await until_fenced(three_nodes, leader)
         interrupted = await settled_once(settings, receiver, worker, load)
         assert worker.running, worker.log_tail()
     # The worker lived on: nothing of it was cut off mid-delivery.
@@ -277,6 +287,7 @@ async def test_killing_the_leader_of_a_changelog_partition(
         await load.until_sent(0.3)
         leader = await leader_of(settings, changelog_topic(settings, PATIENT_STATE_TABLE))
         assert three_nodes.kill_node(leader) is not None
+        await until_fenced(three_nodes, leader)
         interrupted = await settled_once(settings, receiver, worker, load)
         assert worker.running, worker.log_tail()
     assert not interrupted
@@ -299,7 +310,10 @@ async def test_killing_a_broker_and_a_worker_at_once(
         leader = await leader_of(settings, settings.topic_name("medication-events"))
         first.kill()
         assert three_nodes.kill_node(leader) is not None
+        # At once, while the dead broker is still in the metadata: its topic creation must
+        # not fail on it.
         second.start()
+        await until_fenced(three_nodes, leader)
         await wait_until_stable(settings, settings.app_id, timeout=180)
         interrupted = await settled_once(settings, receiver, second, load)
         assert second.running, second.log_tail()
