@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install check-tools clean alerts-check
+.PHONY: demo test lint install check-tools clean alerts-check failover-long
 
 demo: $(STAMP)
 	$(BIN)/medstream demo
@@ -19,6 +19,10 @@ lint: $(STAMP)
 	$(BIN)/medstream schemas check
 
 install: $(STAMP)
+
+# The failover tests of a three-node cluster with more patients and a longer load (README).
+failover-long: $(STAMP)
+	MEDSTREAM_FAILOVER_LONG=1 $(BIN)/pytest tests/integration/test_failover.py
 
 # The Prometheus alert rules and their unit tests (promtool: Debian's `prometheus` package).
 PROMTOOL ?= promtool

@@ -32,7 +32,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> Any:
-    from streams.local_kafka import LocalKafka
+    from streams.local_kafka import ClusterSpec, LocalKafka
 
     settings = _settings(
         broker_port=args.port,
@@ -40,11 +40,12 @@ def _broker(args: argparse.Namespace) -> Any:
         broker_data_dir=args.data_dir,
         broker_heap=args.heap,
     )
+    cluster = ClusterSpec.multi_node(settings, args.nodes)
     if args.sasl_ssl_dir is None:
-        return LocalKafka.from_settings(settings)
-    from streams.local_kafka import ClusterSpec, secured_cluster
+        return LocalKafka(cluster)
+    from streams.local_kafka import secured_cluster
 
-    return LocalKafka(secured_cluster(ClusterSpec.single_node(settings), args.sasl_ssl_dir))
+    return LocalKafka(secured_cluster(cluster, args.sasl_ssl_dir))
 
 
 def _create_role_acls(args: argparse.Namespace, broker: Any) -> None:
@@ -198,6 +199,13 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
         help="secure it: SASL_SSL with SCRAM-SHA-512 and ACLs; DIR holds server.pem (PKCS#8 key "
         "and certificate chain), ca.pem and users.properties (name=password lines, admin among "
         "them; worker, publisher, operator and downstream get their ACLs)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="nodes of a KRaft cluster (default 1): ports --port.. and --controller-port.. "
+        "(or --port+100.. when they would overlap), data in <data-dir>/node-<id>",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
 import os
@@ -99,6 +100,39 @@ class ClusterSpec:
         )
         return cls(
             nodes=(node,),
+            kafka_version=settings.broker_kafka_version,
+            cache_dir=settings.broker_cache_dir,
+            heap=settings.broker_heap,
+            start_timeout=settings.broker_start_timeout,
+        )
+
+    @classmethod
+    def multi_node(cls, settings: Settings, nodes: int) -> ClusterSpec:
+        """``nodes`` nodes on consecutive ports from the broker port, controllers likewise from
+        the controller port (moved 100 above the client ports when both ranges would overlap),
+        each node's data in ``<broker_data_dir>/node-<id>``. One node is ``single_node``."""
+        if nodes < 1:
+            raise BrokerError(f"a cluster needs at least one node, not {nodes}")
+        if nodes == 1:
+            return cls.single_node(settings)
+        port, controller = settings.broker_port, settings.broker_controller_port
+        clients = set(range(port, port + nodes))
+        if clients & set(range(controller, controller + nodes)):
+            controller = port + 100
+        if max(port, controller) + nodes - 1 > 65535:
+            raise BrokerError(f"{nodes} nodes from port {port} do not fit below 65536")
+        data_dir = settings.broker_data_dir.resolve()
+        return cls(
+            nodes=tuple(
+                NodeSpec(
+                    node_id=i + 1,
+                    host=settings.broker_host,
+                    port=port + i,
+                    controller_port=controller + i,
+                    data_dir=data_dir / f"node-{i + 1}",
+                )
+                for i in range(nodes)
+            ),
             kafka_version=settings.broker_kafka_version,
             cache_dir=settings.broker_cache_dir,
             heap=settings.broker_heap,
@@ -316,6 +350,23 @@ class LocalKafka:
     def bootstrap_servers(self) -> str:
         return self.cluster.bootstrap_servers
 
+    @classmethod
+    def cluster_from_settings(cls, settings: Settings, nodes: int) -> LocalKafka:
+        return cls(ClusterSpec.multi_node(settings, nodes))
+
+    def kill_node(self, node_id: int) -> int | None:
+        """SIGKILL one node's broker (a crash: nothing flushed, no controlled shutdown) and
+        wait until it is gone; return its pid, or None when it was not running."""
+        node = next(n for n in self.cluster.nodes if n.node_id == node_id)
+        pid = _running_pid(node)
+        if pid is None:
+            return None
+        os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            time.sleep(0.05)
+        node.pid_file.unlink(missing_ok=True)
+        return pid
+
     def running_pids(self) -> dict[int, int | None]:
         """Node id to pid of its running broker process (None when it is not running)."""
         return {node.node_id: _running_pid(node) for node in self.cluster.nodes}
@@ -349,14 +400,18 @@ class LocalKafka:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop every running node (SIGTERM, then SIGKILL after ``timeout``)."""
-        stopped = False
-        for node in self.cluster.nodes:
-            pid = _running_pid(node)
+        # All at once: stopped one after another, the last nodes of a cluster wait for a
+        # quorum that is gone and sit out the whole timeout before the SIGKILL.
+        running = [(node, _running_pid(node)) for node in self.cluster.nodes]
+        for _node, pid in running:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        for node, pid in running:
             if pid is not None:
                 self._terminate(node, pid, timeout)
-                stopped = True
             node.pid_file.unlink(missing_ok=True)
-        return stopped
+        return any(pid is not None for _, pid in running)
 
     def status(self) -> dict[str, object]:
         """Which nodes run, and whether the cluster answers a metadata request."""

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
 
 from streams.kafka_client import client_options
 from streams.settings import Settings
@@ -88,6 +94,10 @@ INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.
 OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
 
 
+# How long topic creation tries again while a broker of the cluster is unreachable.
+TOPIC_ADMIN_RETRY_SECONDS = 60.0
+
+
 def topic_names(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
     """The deployment's full names of the given topics."""
     return [settings.topic_name(spec.base_name) for spec in specs]
@@ -110,10 +120,41 @@ async def ensure_topics(
     )
 
 
+def topic_configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
+    """The configs of a topic medstream creates: compaction when asked, and with three or more
+    replicas ``min.insync.replicas=2``, so that an acknowledged write (acks=all) is on two
+    brokers and survives losing any one of them."""
+    configs: dict[str, str] = {}
+    if compacted:
+        configs["cleanup.policy"] = "compact"
+    if settings.topic_replication_factor >= 3:
+        configs["min.insync.replicas"] = "2"
+    return configs
+
+
 async def ensure_named_topics(
     settings: Settings, wanted: Mapping[str, tuple[int, bool]]
 ) -> list[str]:
-    """Create those of ``wanted`` (full name: partitions, compacted) that do not exist yet."""
+    """Create those of ``wanted`` (full name: partitions, compacted) that do not exist yet.
+
+    A broker that just died is still in the cluster's metadata until the controller fences it
+    (seconds), and the admin client sends each request to a random broker of it: a connection
+    error is tried again, for up to ``TOPIC_ADMIN_RETRY_SECONDS``, instead of failing the
+    worker that starts while one of three brokers is down.
+    """
+    deadline = time.monotonic() + TOPIC_ADMIN_RETRY_SECONDS
+    while True:
+        try:
+            return await _ensure_named_topics_once(settings, wanted)
+        except (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_named_topics_once(
+    settings: Settings, wanted: Mapping[str, tuple[int, bool]]
+) -> list[str]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -128,7 +169,7 @@ async def ensure_named_topics(
                             name,
                             num_partitions=wanted[name][0],
                             replication_factor=settings.topic_replication_factor,
-                            topic_configs={"cleanup.policy": "compact"} if wanted[name][1] else {},
+                            topic_configs=topic_configs(settings, compacted=wanted[name][1]),
                         )
                         for name in missing
                     ]

@@ -70,3 +70,30 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     cluster_id = new_cluster_id()
     assert not cluster_id.startswith("-")
     assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
+
+
+def test_multi_node_cluster_from_settings_uses_consecutive_ports(tmp_path: Path) -> None:
+    settings = Settings(broker_port=59092, broker_controller_port=59192, broker_data_dir=tmp_path)
+    cluster = ClusterSpec.multi_node(settings, 3)
+    assert [(n.node_id, n.port, n.controller_port) for n in cluster.nodes] == [
+        (1, 59092, 59192),
+        (2, 59093, 59193),
+        (3, 59094, 59194),
+    ]
+    assert [n.data_dir for n in cluster.nodes] == [tmp_path / f"node-{i}" for i in (1, 2, 3)]
+    assert cluster.bootstrap_servers == "127.0.0.1:59092,127.0.0.1:59093,127.0.0.1:59094"
+    properties = parse(render_server_properties(cluster, cluster.nodes[2]))
+    assert properties["controller.quorum.voters"] == (
+        "1@127.0.0.1:59192,2@127.0.0.1:59193,3@127.0.0.1:59194"
+    )
+    assert properties["offsets.topic.replication.factor"] == "3"
+
+
+def test_multi_node_moves_controllers_off_overlapping_client_ports(tmp_path: Path) -> None:
+    # The defaults, 9092 and 9093, would give node 2 the controller port of node 1.
+    settings = Settings(broker_port=9092, broker_controller_port=9093, broker_data_dir=tmp_path)
+    cluster = ClusterSpec.multi_node(settings, 3)
+    assert [n.controller_port for n in cluster.nodes] == [9192, 9193, 9194]
+    assert ClusterSpec.multi_node(settings, 1) == ClusterSpec.single_node(settings)
+    with pytest.raises(local_kafka.BrokerError):
+        ClusterSpec.multi_node(settings, 0)
