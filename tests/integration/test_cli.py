@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from streams.contracts.schemas import SCHEMAS_DIR
-from streams.settings import Settings
+from streams.settings import REPOSITORY_ROOT, Settings
 from streams.topics import ensure_topics
 from tests.kafka_helpers import consume
 
@@ -108,7 +108,7 @@ def test_schemas_docs_regenerates_the_page(tmp_path: Path) -> None:
     target = tmp_path / "events.md"
     result = medstream(None, "schemas", "docs", "--output", str(target))
     assert result.returncode == 0, result.stderr
-    assert target.read_text() == (SCHEMAS_DIR.parent / "docs" / "events.md").read_text()
+    assert target.read_text() == (REPOSITORY_ROOT / "docs" / "events.md").read_text()
 
 
 async def test_topics_create_makes_the_missing_topics_once(settings: Settings) -> None:
