@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import faust
 import pytest
@@ -14,6 +15,8 @@ from streams.app import Medstream, create_app
 from streams.contracts.models import Event
 from streams.settings import Settings
 from streams.state.changelog import MemoryChangelog
+from streams.state.stores import Changes
+from streams.state.table import decode_key
 from tests.agents.harness import NOW, Emitted
 
 
@@ -75,3 +78,19 @@ def medstream(monkeypatch: pytest.MonkeyPatch) -> Medstream:
 def emitted(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Emitted:
     """What the agents publish, as (topic name, event), in order."""
     return capture_emitted(medstream, monkeypatch)
+
+
+@pytest.fixture
+def writes(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Changelog writes of the patient table, by key."""
+    changelog = medstream.patients.store.table.changelog
+    counted: Counter[str] = Counter()
+    append = changelog.append
+
+    async def counting(changes: Mapping[int, Changes]) -> dict[int, int]:
+        for partition_changes in changes.values():
+            counted.update(decode_key(key) for key in partition_changes)
+        return await append(changes)
+
+    monkeypatch.setattr(changelog, "append", counting)
+    return counted

@@ -5,31 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
 
 import pytest
 
 import streams.agents.intake as intake
 from streams.app import Medstream
-from streams.state.stores import Changes
-from streams.state.table import decode_key
 from tests.agents.harness import encoded, event, feeding, prescribed
-
-
-@pytest.fixture
-def writes(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Changelog writes of the patient table, by key."""
-    changelog = medstream.patients.store.table.changelog
-    counted: Counter[str] = Counter()
-    append = changelog.append
-
-    async def counting(changes: Mapping[int, Changes]) -> dict[int, int]:
-        for partition_changes in changes.values():
-            counted.update(decode_key(key) for key in partition_changes)
-        return await append(changes)
-
-    monkeypatch.setattr(changelog, "append", counting)
-    return counted
 
 
 async def settled(medstream: Medstream, count: int) -> None:

@@ -15,7 +15,6 @@ from streams.contracts.models import Event, RefillAlert
 from streams.domain.dedup import SeenEvents
 from streams.domain.patient import PatientState
 from streams.state.stores import Changes
-from streams.state.table import decode_key
 from tests.agents.harness import NOW, Emitted, encoded, event, feeding, prescribed
 
 ALERT = RefillAlert(
@@ -29,22 +28,6 @@ ALERT = RefillAlert(
     supply_quantity=0,
     refills_remaining=0,
 )
-
-
-@pytest.fixture
-def writes(medstream: Medstream, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Changelog writes of the patient table, by key."""
-    changelog = medstream.patients.store.table.changelog
-    counted: Counter[str] = Counter()
-    append = changelog.append
-
-    async def counting(changes: Mapping[int, Changes]) -> dict[int, int]:
-        for partition_changes in changes.values():
-            counted.update(decode_key(key) for key in partition_changes)
-        return await append(changes)
-
-    monkeypatch.setattr(changelog, "append", counting)
-    return counted
 
 
 async def test_a_batch_writes_each_patient_once(
