@@ -91,6 +91,21 @@ def _cmd_broker_status(args: argparse.Namespace) -> int:
     return 0 if running and status["brokers_answering"] else 1
 
 
+def _cmd_broker_credentials(args: argparse.Namespace) -> int:
+    from streams.local_credentials import write_credentials
+    from streams.local_kafka import ClusterSpec
+
+    settings = _settings(broker_port=args.port, broker_controller_port=args.controller_port)
+    cluster = ClusterSpec.multi_node(settings, args.nodes)
+    hosts = [settings.broker_host, "localhost", *args.host]
+    written = write_credentials(
+        args.directory, hosts, cluster.bootstrap_servers, min(3, args.nodes)
+    )
+    print(f"wrote {', '.join(path.name for path in written)} into {args.directory}")
+    print(f"then: medstream broker start --nodes {args.nodes} --sasl-ssl-dir {args.directory}")
+    return 0
+
+
 def _cmd_topics_create(args: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
@@ -228,6 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub = broker_commands.add_parser(name, help=text)
         _add_broker_options(sub)
         sub.set_defaults(handler=handler)
+    credentials = broker_commands.add_parser(
+        "credentials",
+        help="make the files --sasl-ssl-dir reads: a CA, the brokers' certificate, a user per "
+        "role with a random password, and each user's client settings (DIR/<user>.env)",
+    )
+    credentials.add_argument("directory", type=Path, metavar="DIR", help="created, mode 0700")
+    credentials.add_argument("--nodes", type=int, default=1, help="as for broker start")
+    credentials.add_argument("--port", type=int, help="as for broker start")
+    credentials.add_argument("--controller-port", type=int, help="as for broker start")
+    credentials.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="another name or address for the brokers' certificate (MEDSTREAM_BROKER_HOST "
+        "and localhost are in it); repeatable",
+    )
+    credentials.set_defaults(handler=_cmd_broker_credentials)
 
     topics = commands.add_parser("topics", help="manage the contract's topics")
     topics_commands = topics.add_subparsers(dest="topics_command", required=True)

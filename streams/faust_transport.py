@@ -1,8 +1,10 @@
-"""Faust's aiokafka transport (lossless rewinds, paused topics, a cheaper fetch loop)."""
+"""Faust's aiokafka transport (lossless rewinds, paused topics, a cheaper fetch loop, topic
+creation that survives a dead broker)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -10,6 +12,9 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode import Service
+
+from streams.topics import TOPIC_ADMIN_RETRY_SECONDS, durability_configs, is_unreachable_broker
 
 # The fetch loop lets the event loop run other tasks after this many records handed over.
 _YIELD_EVERY_RECORDS = 100
@@ -142,6 +147,36 @@ class MedstreamTransport(faust_aiokafka.Transport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held_topics: frozenset[str] = frozenset()
+
+    async def _create_topic(
+        self,
+        owner: Service,
+        client: Any,
+        topic: str,
+        partitions: int,
+        replication: int,
+        **kwargs: Any,
+    ) -> None:
+        """Faust's creation of its own topics (the leader topic, the changelogs), with
+        medstream's durability configs, tried again while a broker is unreachable.
+
+        Faust asks the first broker of the metadata, and a broker killed a moment ago stays
+        there until the controller fences it: a worker starting then exited at once.
+        """
+        config = {**durability_configs(replication), **(kwargs.pop("config", None) or {})}
+        deadline = time.monotonic() + TOPIC_ADMIN_RETRY_SECONDS
+        while True:
+            try:
+                await super()._create_topic(
+                    owner, client, topic, partitions, replication, config=config, **kwargs
+                )
+                return
+            except Exception as error:
+                if not is_unreachable_broker(error) or time.monotonic() > deadline:
+                    raise
+                owner.log.warning("Creating topic %r: a broker is unreachable; trying again", topic)
+                await client.force_metadata_update()
+                await asyncio.sleep(0.5)
 
 
 def install_transport(app: faust.App) -> None:

@@ -191,6 +191,16 @@ class Settings(BaseSettings):
     schema_registry_timeout: float = Field(
         5.0, gt=0, description="MEDSTREAM_SCHEMA_REGISTRY_TIMEOUT: seconds per registry request."
     )
+    dead_letter_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description=(
+            "MEDSTREAM_DEAD_LETTER_RETENTION_DAYS: days the dead-letters topic keeps a record "
+            "(its raw payload is patient data), set when `topics create` makes the topic; "
+            "replay a dead letter before then."
+        ),
+    )
     dedup_retention_days: int = Field(
         30,
         ge=1,

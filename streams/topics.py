@@ -40,9 +40,21 @@ class TopicSpec:
     # None: the deployment's MEDSTREAM_TOPIC_PARTITIONS.
     partitions: int | None = None
     compacted: bool = False
+    # The setting (a field of Settings, in days) that bounds how long the topic keeps records,
+    # for topics that hold patient data verbatim; None: the broker's log.retention.
+    retention_days_setting: str | None = None
 
     def partition_count(self, settings: Settings) -> int:
         return self.partitions or settings.topic_partitions
+
+    def configs(self, settings: Settings) -> dict[str, str]:
+        """The configs the topic is created with."""
+        retention_days = (
+            None
+            if self.retention_days_setting is None
+            else int(getattr(settings, self.retention_days_setting))
+        )
+        return topic_configs(settings, compacted=self.compacted, retention_days=retention_days)
 
 
 MEDICATION_EVENTS = TopicSpec(
@@ -64,7 +76,13 @@ MEDICATION_REMINDERS = TopicSpec(
 REFILL_ALERTS = TopicSpec("refill-alerts", Direction.OUT, ("RefillAlert",))
 INTERACTION_WARNINGS = TopicSpec("interaction-warnings", Direction.OUT, ("InteractionWarning",))
 NOTIFICATIONS = TopicSpec("notifications", Direction.OUT, ("NotificationOutcome",))
-DEAD_LETTERS = TopicSpec("dead-letters", Direction.OUT, ("DeadLetter",))
+# Raw payloads of refused records: patient data, kept no longer than the setting says.
+DEAD_LETTERS = TopicSpec(
+    "dead-letters",
+    Direction.OUT,
+    ("DeadLetter",),
+    retention_days_setting="dead_letter_retention_days",
+)
 ADMIN_ALERTS = TopicSpec("admin-alerts", Direction.OUT, ("AdminAlert",))
 AUDIT_LOG = TopicSpec("audit-log", Direction.OUT, ("AuditRecord",))
 
@@ -114,28 +132,46 @@ async def ensure_topics(
     return await ensure_named_topics(
         settings,
         {
-            settings.topic_name(spec.base_name): (spec.partition_count(settings), spec.compacted)
+            settings.topic_name(spec.base_name): (
+                spec.partition_count(settings),
+                spec.configs(settings),
+            )
             for spec in specs
         },
     )
 
 
-def topic_configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
-    """The configs of a topic medstream creates: compaction when asked, and with three or more
-    replicas ``min.insync.replicas=2``, so that an acknowledged write (acks=all) is on two
-    brokers and survives losing any one of them."""
+def topic_configs(
+    settings: Settings, *, compacted: bool, retention_days: int | None = None
+) -> dict[str, str]:
+    """The configs of a topic medstream creates: compaction when asked, a retention when given,
+    and with three or more replicas ``min.insync.replicas=2``, so that an acknowledged write
+    (acks=all) is on two brokers and survives losing any one of them."""
     configs: dict[str, str] = {}
     if compacted:
         configs["cleanup.policy"] = "compact"
-    if settings.topic_replication_factor >= 3:
-        configs["min.insync.replicas"] = "2"
-    return configs
+    if retention_days is not None:
+        configs["retention.ms"] = str(retention_days * 24 * 3600 * 1000)
+    return configs | durability_configs(settings.topic_replication_factor)
+
+
+def durability_configs(replication_factor: int) -> dict[str, str]:
+    """``min.insync.replicas=2`` from three replicas on; nothing below (one of two brokers down
+    would otherwise stop every write)."""
+    return {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
+
+
+def is_unreachable_broker(error: BaseException) -> bool:
+    """A request that failed because a broker it went to is down or cut off, not because the
+    cluster refused it: worth sending again once the metadata no longer lists that broker."""
+    return isinstance(error, (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError))
 
 
 async def ensure_named_topics(
-    settings: Settings, wanted: Mapping[str, tuple[int, bool]]
+    settings: Settings, wanted: Mapping[str, tuple[int, Mapping[str, str]]]
 ) -> list[str]:
-    """Create those of ``wanted`` (full name: partitions, compacted) that do not exist yet.
+    """Create those of ``wanted`` (full name: partitions, configs) that do not exist yet; an
+    existing topic keeps its configs.
 
     A broker that just died is still in the cluster's metadata until the controller fences it
     (seconds), and the admin client sends each request to a random broker of it: a connection
@@ -146,14 +182,14 @@ async def ensure_named_topics(
     while True:
         try:
             return await _ensure_named_topics_once(settings, wanted)
-        except (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError):
-            if time.monotonic() > deadline:
+        except Exception as error:
+            if not is_unreachable_broker(error) or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
 
 
 async def _ensure_named_topics_once(
-    settings: Settings, wanted: Mapping[str, tuple[int, bool]]
+    settings: Settings, wanted: Mapping[str, tuple[int, Mapping[str, str]]]
 ) -> list[str]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -169,7 +205,7 @@ async def _ensure_named_topics_once(
                             name,
                             num_partitions=wanted[name][0],
                             replication_factor=settings.topic_replication_factor,
-                            topic_configs=topic_configs(settings, compacted=wanted[name][1]),
+                            topic_configs=dict(wanted[name][1]),
                         )
                         for name in missing
                     ]

@@ -14,7 +14,7 @@ from streams.kafka_client import client_options
 from streams.producer_batches import Record, aiokafka_producer, send_batches
 from streams.settings import Settings
 from streams.state.stores import Changes
-from streams.topics import ensure_named_topics
+from streams.topics import ensure_named_topics, topic_configs
 
 # One fetch of a restore: large, so that a million records take tens of round trips, not
 # thousands (aiokafka's default is 1 MiB per partition).
@@ -69,7 +69,13 @@ class KafkaChangelog:
     async def _declare(self) -> None:
         if not self._declared:
             await ensure_named_topics(
-                self.settings, {self.name: (self.settings.topic_partitions, True)}
+                self.settings,
+                {
+                    self.name: (
+                        self.settings.topic_partitions,
+                        topic_configs(self.settings, compacted=True),
+                    )
+                },
             )
             self._declared = True
 

@@ -293,14 +293,6 @@ async def test_killing_the_leader_of_a_changelog_partition(
     assert not interrupted
 
 
-@pytest.mark.skipif(
-    not LONG,
-    reason=(
-        "known defect, open: a replacement worker started right after a broker was killed "
-        "failed in 2 of 4 runs here to join its group within 180 s (its producer kept "
-        "sending InitProducerId to the dead node); run with MEDSTREAM_FAILOVER_LONG=1"
-    ),
-)
 async def test_killing_a_broker_and_a_worker_at_once(
     three_nodes: LocalKafka, failover_settings: Settings, receiver: Receiver, tmp_path: Path
 ) -> None:

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
-from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from streams import acls
 from streams.kafka_client import client_options
+from streams.local_credentials import write_tls
 from streams.local_kafka import (
     ClusterSpec,
     LocalKafka,
@@ -67,21 +66,6 @@ class Secured:
         )
 
 
-def write_pems(tls_dir: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert(HOST, "localhost")
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    (tls_dir / "server.pem").write_bytes(pkcs8 + chain)
-    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
-
-
 def admin_properties(secured: Secured, path: Path) -> None:
     password = secured.passwords["admin"]
     path.write_text(
@@ -99,7 +83,7 @@ def admin_properties(secured: Secured, path: Path) -> None:
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("secured-kafka")
     tls_dir = root / "tls"
-    write_pems(tls_dir)
+    write_tls(tls_dir, [HOST, "localhost"])
     passwords = {name: f"{name}-secret-{os.getpid()}" for name in ("admin", *USERS.values())}
     defaults = Settings()
     base = Settings(
@@ -131,13 +115,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     broker.start()
     try:
         asyncio.run(ensure_topics(admin_settings))
+        compacted = {"cleanup.policy": "compact"}
         asyncio.run(
             ensure_named_topics(
                 admin_settings,
                 {
-                    acls.changelog_topic(base, PATIENT_STATE_TABLE): (2, True),
-                    acls.changelog_topic(base, DELIVERY_LEDGER_TABLE): (2, True),
-                    acls.leader_topic(base): (1, False),
+                    acls.changelog_topic(base, PATIENT_STATE_TABLE): (2, compacted),
+                    acls.changelog_topic(base, DELIVERY_LEDGER_TABLE): (2, compacted),
+                    acls.leader_topic(base): (1, {}),
                 },
             )
         )
@@ -270,7 +255,7 @@ def test_medstream_broker_start_sasl_ssl_dir_starts_a_secured_broker_with_the_ac
     tmp_path: Path,
 ) -> None:
     secrets = tmp_path / "secrets"
-    write_pems(secrets)
+    write_tls(secrets, [HOST, "localhost"])
     (secrets / "users.properties").write_text(
         "# name=password\nadmin=admin-pw-1\npublisher=publisher-pw-1\n"
     )

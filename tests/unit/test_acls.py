@@ -60,16 +60,3 @@ def test_dead_letters_raw_payloads_are_read_by_the_operator_alone() -> None:
     assert "Write" not in rights["operator"]
     assert not rights["publisher"] & {"Read", "Write"}
     assert not rights["downstream"] & {"Read", "Write"}
-
-
-def test_dead_letters_are_kept_for_a_bounded_time_in_the_manifests() -> None:
-    import yaml
-
-    from streams.settings import REPOSITORY_ROOT
-
-    topics = yaml.safe_load_all(
-        (REPOSITORY_ROOT / "deploy/kubernetes/strimzi/topics.yaml").read_text()
-    )
-    [dead_letters] = [t for t in topics if t and t["metadata"]["name"] == "dead-letters"]
-    retention_ms = int(dead_letters["spec"]["config"]["retention.ms"])
-    assert 0 < retention_ms <= 90 * 24 * 3600 * 1000

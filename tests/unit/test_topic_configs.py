@@ -19,3 +19,29 @@ def test_three_replicas_need_two_in_sync() -> None:
         "cleanup.policy": "compact",
         "min.insync.replicas": "2",
     }
+
+
+def test_dead_letters_are_created_with_the_settings_retention() -> None:
+    from streams.topics import DEAD_LETTERS, EVERY_TOPIC
+
+    settings = Settings(dead_letter_retention_days=7)
+    assert DEAD_LETTERS.configs(settings)["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    # Every other topic keeps the broker's retention (a changelog must outlive any horizon).
+    assert all(
+        "retention.ms" not in spec.configs(settings) for spec in EVERY_TOPIC if spec != DEAD_LETTERS
+    )
+
+
+def test_the_manifests_keep_dead_letters_as_long_as_the_default_setting() -> None:
+    import yaml
+
+    from streams.settings import REPOSITORY_ROOT
+    from streams.topics import DEAD_LETTERS
+
+    topics = yaml.safe_load_all(
+        (REPOSITORY_ROOT / "deploy/kubernetes/strimzi/topics.yaml").read_text()
+    )
+    [manifest] = [t for t in topics if t and t["metadata"]["name"] == "dead-letters"]
+    assert manifest["spec"]["config"]["retention.ms"] == int(
+        DEAD_LETTERS.configs(Settings())["retention.ms"]
+    )
