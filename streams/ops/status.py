@@ -1,4 +1,5 @@
-"""`medstream status`: lag per partition, events in and out, dead letters, deliveries, pauses."""
+"""`medstream status`: the workers and their partitions, lag per partition, events in and out,
+dead letters, deliveries, pauses."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.consumer_groups import GroupMember, group_members
 from streams.contracts.codecs import EventDecoder
 from streams.contracts.schemas import default_catalog
 from streams.kafka_client import client_options
@@ -69,6 +71,9 @@ class Status:
     paused: list[str] = field(default_factory=list)
     # Seconds between the two samples of the group's offsets (0: one sample, no stall check).
     stall_sample: float = 0.0
+    group_state: str = "Unknown"
+    # The workers in the group, each with the partitions of the consumed topics it holds.
+    members: tuple[GroupMember, ...] = ()
 
     @property
     def stalled(self) -> list[PartitionStatus]:
@@ -76,6 +81,15 @@ class Status:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "group_state": self.group_state,
+            "workers": [
+                {
+                    "member_id": m.member_id,
+                    "host": m.host,
+                    "partitions": [f"{tp.topic}[{tp.partition}]" for tp in m.partitions],
+                }
+                for m in self.members
+            ],
             "consumer_group": [
                 {
                     "topic": p.topic,
@@ -128,9 +142,39 @@ class Status:
             [[outcome, str(n)] for outcome, n in sorted(self.deliveries.items())] or [["-", "0"]],
         )
         paused = ", ".join(self.paused) or "none"
-        return "\n\n".join(
-            [f"consumer group {group}", lag, records, letters, deliveries, f"paused: {paused}"]
+        workers = format_table(
+            ["worker", "host", "partitions held"],
+            [
+                [m.member_id, m.host, _partition_ranges(m.partitions)]
+                for m in sorted(self.members, key=lambda m: m.member_id)
+            ]
+            or [["-", "-", "none: no worker in the group"]],
         )
+        heading = f"consumer group {group}: {self.group_state}, {len(self.members)} workers"
+        return "\n\n".join(
+            [heading, workers, lag, records, letters, deliveries, f"paused: {paused}"]
+        )
+
+
+def _partition_ranges(partitions: Iterable[TopicPartition]) -> str:
+    """``medication-events 0-2,5; patient-events 0-2``: a member's partitions, by topic."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    parts = []
+    for topic, numbers in sorted(by_topic.items()):
+        numbers.sort()
+        spans: list[str] = []
+        start = previous = numbers[0]
+        for number in [*numbers[1:], None]:
+            if number is not None and number == previous + 1:
+                previous = number
+                continue
+            spans.append(str(start) if start == previous else f"{start}-{previous}")
+            if number is not None:
+                start = previous = number
+        parts.append(f"{topic} {','.join(spans)}")
+    return "; ".join(parts) or "none"
 
 
 async def gather_status(
@@ -162,6 +206,16 @@ async def gather_status(
             status.records[spec.base_name] = sum(found.values())
         first = await _committed(settings)
         sampled_at = time.monotonic()
+        status.group_state, members = await _members(settings)
+        status.members = tuple(
+            GroupMember(
+                m.member_id,
+                m.client_id,
+                m.host,
+                tuple(tp for tp in m.partitions if tp.topic in names),
+            )
+            for m in members
+        )
         status.dead_letters = await _count(
             settings, consumer, DEAD_LETTERS, lambda event: str(event.get("error_type"))
         )
@@ -204,6 +258,15 @@ async def _committed(settings: Settings) -> Mapping[TopicPartition, int]:
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def _members(settings: Settings) -> tuple[str, tuple[GroupMember, ...]]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return await group_members(admin, settings.app_id)
+    finally:
+        await admin.close()
 
 
 async def _count(settings: Settings, consumer: Any, spec: TopicSpec, key: Any) -> Counter[str]:
