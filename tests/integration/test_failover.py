@@ -21,10 +21,13 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
+from streams.acls import leader_topic
 from streams.consumer_groups import wait_until_stable
 from streams.contracts.vocabulary import RefillReason
+from streams.kafka_client import client_options
 from streams.local_kafka import LocalKafka, probe_metadata
 from streams.notify.decide import INTERRUPTED
 from streams.settings import Settings
@@ -183,6 +186,24 @@ async def leader_of(settings: Settings, topic: str, partition: int = 0) -> int:
         await client.close()
 
 
+async def min_insync_replicas(settings: Settings, topic: str) -> str | None:
+    """The topic's own ``min.insync.replicas`` (None: it takes the broker's default)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+        )
+        for _error, _message, _type, _name, entries in response.resources:
+            for name, value, _read_only, source, *_ in entries:
+                # Source 1 is a topic's own config (DYNAMIC_TOPIC_CONFIG).
+                if name == "min.insync.replicas" and source == 1:
+                    return str(value)
+        return None
+    finally:
+        await admin.close()
+
+
 async def until_fenced(kafka: LocalKafka, node_id: int) -> None:
     """Until the cluster's metadata no longer lists a killed node: before that, a client (this
     test's admin helpers too) may still send a request to it."""
@@ -264,6 +285,13 @@ async def test_killing_the_leader_of_an_input_partition(
     settings = failover_settings
     load = await prepared(settings, receiver, "input")
     async with workers(settings, tmp_path, 1) as (worker,):
+        # Every topic is created with two replicas in sync, Faust's own leader topic too.
+        for topic in (
+            settings.topic_name("medication-events"),
+            changelog_topic(settings, PATIENT_STATE_TABLE),
+            leader_topic(settings),
+        ):
+            assert await min_insync_replicas(settings, topic) == "2", topic
         await contacts_settled(load)
         load.start()
         await load.until_sent(0.3)
