@@ -144,13 +144,21 @@ def _cmd_schemas_check(args: argparse.Namespace) -> int:
     from streams.contracts.compatibility import check_against_released
     from streams.contracts.schemas import RELEASED_DIR, SCHEMAS_DIR
 
-    problems = check_against_released(args.schemas_dir or SCHEMAS_DIR, RELEASED_DIR)
+    current_dir = args.schemas_dir or SCHEMAS_DIR
+    # An install without its schemas (a wheel that lost them) would otherwise pass: with no
+    # released schema there is nothing to compare.
+    for directory in (current_dir, RELEASED_DIR):
+        if not any(directory.glob("*.avsc")):
+            print(f"no schemas (*.avsc) in {directory}", file=sys.stderr)
+            return 1
+    problems = check_against_released(current_dir, RELEASED_DIR)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"{len(problems)} backward-incompatible changes", file=sys.stderr)
         return 1
-    print("schemas are backward compatible with the released ones")
+    released = len(list(RELEASED_DIR.glob("*.avsc")))
+    print(f"schemas are backward compatible with the released ones ({released} released)")
     return 0
 
 

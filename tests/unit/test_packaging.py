@@ -5,7 +5,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import streams
+from streams.cli import main
+from streams.contracts import schemas as schemas_module
 from streams.contracts.schemas import SCHEMAS_DIR
 from streams.settings import REPOSITORY_ROOT
 
@@ -40,3 +44,28 @@ def test_the_knowledge_base_files_are_package_data() -> None:
     for path in sorted((data_dir / "data").iterdir()):
         relative = path.relative_to(data_dir).as_posix()
         assert any(Path(relative).match(pattern) for pattern in patterns), relative
+
+
+def test_schemas_check_passes_on_the_packaged_schemas(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["schemas", "check"])
+    assert exit_.value.code == 0
+    released = len(list((SCHEMAS_DIR / "released").glob("*.avsc")))
+    assert f"({released} released)" in capsys.readouterr().out
+
+
+def test_schemas_check_fails_on_an_install_without_schemas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The image's build runs `medstream schemas check` to prove the wheel carries the schemas:
+    # with none there it must fail, not find nothing to compare and pass.
+    with pytest.raises(SystemExit) as exit_:
+        main(["schemas", "check", "--schemas-dir", str(tmp_path)])
+    assert exit_.value.code == 1
+    assert f"no schemas (*.avsc) in {tmp_path}" in capsys.readouterr().err
+
+    monkeypatch.setattr(schemas_module, "RELEASED_DIR", tmp_path / "released")
+    with pytest.raises(SystemExit) as exit_:
+        main(["schemas", "check"])
+    assert exit_.value.code == 1
+    assert "no schemas (*.avsc) in" in capsys.readouterr().err
