@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -251,8 +252,14 @@ def new_cluster_id() -> str:
 def ensure_classpath(cluster: ClusterSpec) -> Path:
     """Fetch the broker's jars from Maven Central into the cache once; return their folder."""
     libs = cluster.classpath_dir
-    if (libs / CLASSPATH_COMPLETE_MARKER).exists():
+    marker = libs / CLASSPATH_COMPLETE_MARKER
+    # The marker holds the pom's digest: jars fetched for an older pom are fetched again.
+    wanted = hashlib.sha256((DEPLOY_DIR / "pom.xml").read_bytes()).hexdigest()
+    if marker.exists() and marker.read_text().strip() == wanted:
         return libs
+    if libs.exists():
+        for jar in libs.glob("*.jar"):
+            jar.unlink()
     mvn = shutil.which("mvn")
     if mvn is None:
         raise BrokerError("Maven ('mvn') is needed to fetch Kafka's jars; install it first")
@@ -277,7 +284,7 @@ def ensure_classpath(cluster: ClusterSpec) -> Path:
         raise BrokerError(
             f"fetching Kafka {cluster.kafka_version} failed:\n{result.stdout}{result.stderr}"
         )
-    (libs / CLASSPATH_COMPLETE_MARKER).touch()
+    marker.write_text(wanted + "\n")
     return libs
 
 

@@ -67,6 +67,8 @@ async def test_start_twice_then_stop_leaves_nothing_behind(tmp_path: Path) -> No
         second = medstream_broker("start", data_dir)
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
+        # The broker logs (log4j2, through slf4j 2): its start line is there.
+        assert "started (kafka.server.KafkaRaftServer)" in (data_dir / "broker.log").read_text()
         assert (data_dir / "broker.pid").read_text().strip() == pid
         assert len(java_processes_using(data_dir)) == 1
 
