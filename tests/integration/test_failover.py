@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaClient, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from streams.acls import leader_topic
@@ -191,6 +192,7 @@ async def min_insync_replicas(settings: Settings, topic: str) -> str | None:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
+        # (A topic not there yet answers with an error and no entries: None.)
         [response] = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
         )
@@ -285,13 +287,6 @@ async def test_killing_the_leader_of_an_input_partition(
     settings = failover_settings
     load = await prepared(settings, receiver, "input")
     async with workers(settings, tmp_path, 1) as (worker,):
-        # Every topic is created with two replicas in sync, Faust's own leader topic too.
-        for topic in (
-            settings.topic_name("medication-events"),
-            changelog_topic(settings, PATIENT_STATE_TABLE),
-            leader_topic(settings),
-        ):
-            assert await min_insync_replicas(settings, topic) == "2", topic
         await contacts_settled(load)
         load.start()
         await load.until_sent(0.3)
@@ -300,6 +295,14 @@ async def test_killing_the_leader_of_an_input_partition(
         await until_fenced(three_nodes, leader)
         interrupted = await settled_once(settings, receiver, worker, load)
         assert worker.running, worker.log_tail()
+        # Every topic was created with two replicas in sync: those medstream creates, the
+        # changelog (at its first write) and Faust's own leader topic.
+        for topic in (
+            settings.topic_name("medication-events"),
+            changelog_topic(settings, PATIENT_STATE_TABLE),
+            leader_topic(settings),
+        ):
+            assert await min_insync_replicas(settings, topic) == "2", topic
     # The worker lived on: nothing of it was cut off mid-delivery.
     assert not interrupted
 
