@@ -1,0 +1,21 @@
+"""A typed client of medstream for Python services: publish input events, read alerts.
+
+See docs/client.md.
+"""
+
+from streams.client.ids import DEFAULT_DEDUP_WINDOW, RecentIds, client_event_id
+from streams.client.publisher import Publisher
+from streams.client.subscriber import ALERT_TOPICS, Alert, Subscriber, Undecodable
+from streams.contracts.codecs import EventValidationError
+
+__all__ = [
+    "ALERT_TOPICS",
+    "DEFAULT_DEDUP_WINDOW",
+    "Alert",
+    "EventValidationError",
+    "Publisher",
+    "RecentIds",
+    "Subscriber",
+    "Undecodable",
+    "client_event_id",
+]
