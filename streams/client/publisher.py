@@ -27,7 +27,7 @@ from streams.contracts.models import (
     ScheduleSet,
 )
 from streams.contracts.schemas import default_catalog
-from streams.contracts.vocabulary import ChannelKind, Weekday
+from streams.contracts.vocabulary import Weekday
 from streams.kafka_client import client_options
 from streams.observability import tracing
 from streams.publish import INPUT_EVENT_TOPIC
@@ -342,4 +342,4 @@ class Publisher:
         )
 
 
-__all__ = ["ChannelKind", "Publisher", "Weekday"]
+__all__ = ["Publisher"]
