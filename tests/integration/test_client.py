@@ -485,3 +485,40 @@ async def test_publisher_events_through_a_worker_reach_a_subscriber(settings: Se
     assert isinstance(refill, RefillAlert)
     assert (refill.reason, refill.supply_quantity) == (RefillReason.LOW_SUPPLY, 9.0)
     assert refill.patient_id == patient
+
+
+async def test_two_subscribers_of_one_group_share_the_alerts(settings: Settings) -> None:
+    """A second instance joining takes partitions from the first (a rebalance): between them
+    they get every alert, and once both are done the group has nothing left."""
+    await ensure_topics(settings)
+    patients = [f"p{number}" for number in range(12)]
+    await produce(
+        settings,
+        settings.topic_name("refill-alerts"),
+        [(p.encode(), encode_json(alert(RefillAlert, p, f"share-{p}"))) for p in patients[:6]],
+    )
+    first = Subscriber(settings, group_id="shared", idle_timeout=30)
+    second = Subscriber(settings, group_id="shared", idle_timeout=30)
+    got: dict[str, list[str]] = {"first": [], "second": []}
+
+    async def read(name: str, subscriber: Subscriber) -> None:
+        async with subscriber:
+            async for item in subscriber:
+                got[name].append(item.patient_id)
+                if sum(map(len, got.values())) >= len(patients):
+                    subscriber.idle_timeout = 3
+                    first.idle_timeout = second.idle_timeout = 3
+
+    reading_first = asyncio.create_task(read("first", first))
+    await asyncio.sleep(3)
+    reading_second = asyncio.create_task(read("second", second))
+    await asyncio.sleep(3)
+    await produce(
+        settings,
+        settings.topic_name("refill-alerts"),
+        [(p.encode(), encode_json(alert(RefillAlert, p, f"share-{p}"))) for p in patients[6:]],
+    )
+    await asyncio.wait_for(asyncio.gather(reading_first, reading_second), 120)
+    assert sorted(got["first"] + got["second"]) == sorted(patients)
+    async with Subscriber(settings, group_id="shared", idle_timeout=5) as after:
+        assert await collect(after, 0) == []
