@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from types import TracebackType
@@ -32,8 +31,6 @@ from streams.kafka_client import client_options
 from streams.observability import tracing
 from streams.publish import INPUT_EVENT_TOPIC
 from streams.settings import OutputEncoding, Settings
-
-log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 

@@ -522,3 +522,15 @@ async def test_two_subscribers_of_one_group_share_the_alerts(settings: Settings)
     assert sorted(got["first"] + got["second"]) == sorted(patients)
     async with Subscriber(settings, group_id="shared", idle_timeout=5) as after:
         assert await collect(after, 0) == []
+
+
+async def test_run_takes_a_plain_function_and_commits_after_it(settings: Settings) -> None:
+    await ensure_topics(settings)
+    alerts = [alert(RefillAlert, "p1", f"plain-{number}") for number in range(3)]
+    await put(settings, "refill-alerts", *(("p1", encode_json(item)) for item in alerts))
+    handled: list[str] = []
+    async with Subscriber(settings, topics=["refill-alerts"], idle_timeout=10) as subscriber:
+        await subscriber.run(lambda item: handled.append(item.event_id))
+    assert handled == [item.event_id for item in alerts]
+    async with Subscriber(settings, topics=["refill-alerts"], idle_timeout=5) as again:
+        assert await collect(again, 0) == []
