@@ -32,7 +32,14 @@ from streams.topology import AGENTS, DELIVERY_LEDGER_TABLE, PATIENT_STATE_TABLE,
 from tests.unit.test_readme import setting_variables
 
 DOCS = REPOSITORY_ROOT / "docs"
-HANDBOOK = ("publishing.md", "consuming.md", "errors.md", "troubleshooting.md", "runbook.md")
+HANDBOOK = (
+    "publishing.md",
+    "consuming.md",
+    "client.md",
+    "errors.md",
+    "troubleshooting.md",
+    "runbook.md",
+)
 # events.md is generated (test_docs.py), but names settings, commands and topics too.
 PAGES = (*HANDBOOK, "events.md")
 
