@@ -13,9 +13,9 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams tests bench
-	$(BIN)/ruff format --check streams tests bench
-	$(BIN)/mypy streams
+	$(BIN)/ruff check streams tests bench examples
+	$(BIN)/ruff format --check streams tests bench examples
+	$(BIN)/mypy streams examples
 	$(BIN)/medstream schemas check
 
 install: $(STAMP)
