@@ -96,7 +96,7 @@ def _when_times(repeat: Any, rules: FhirRules) -> list[str]:
 
 def _interval_times(frequency: int, period: Decimal, rules: FhirRules) -> list[str]:
     interval = Decimal(period) * 60 / frequency
-    if interval != interval.to_integral_value() or interval < 60:
+    if interval % 60 or interval < 60:
         raise MappingRefused("repeat.period", "an hourly period must give whole hours, 1 or more")
     step = int(interval)
     if MINUTES_PER_DAY % step:
