@@ -307,7 +307,10 @@ def _problem(path: str, error_type: str, reason: str, raw: Any) -> FhirProblem:
     codes; this is the second line of defence, against a library message that echoes a
     value. Paths are built from element names and indexes only."""
     safe = _SAFE_WORDS | set(_resource_types(raw))
-    leaves = {leaf for leaf in _strings(raw) if len(leaf) >= 3} - safe
+    leaves = set(_strings(raw))
+    # The logical id in a reference (Patient/123, https://.../Patient/123) is a value too.
+    leaves |= {part for leaf in leaves for part in leaf.split("/") if _model_class(part) is None}
+    leaves = {leaf for leaf in leaves if len(leaf) >= 3} - safe
     for leaf in sorted(leaves, key=len, reverse=True):
         reason = reason.replace(leaf, "<redacted>")
     return FhirProblem(path, error_type, reason)
