@@ -194,7 +194,7 @@ def _fhir_location(location: tuple[int | str, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif _LOCATION_PART.match(part):
+        elif _LOCATION_PART.match(part) and part != "root":  # fhir_core's model validator
             text += f".{part}" if text else part
     return text
 
@@ -242,7 +242,7 @@ def _map_bundle(data: dict[str, Any], rules: FhirRules) -> FhirMapping:
     # that one bad entry does not take the good ones with it.
     skeleton = dict(data)
     skeleton["entry"] = [
-        {key: item for key, item in entry.items() if key != "resource"} or {"fullUrl": "urn:x"}
+        {key: item for key, item in entry.items() if key != "resource"}
         if isinstance(entry, dict)
         else entry
         for entry in entries

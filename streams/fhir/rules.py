@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from streams.settings import (
     DEFAULT_FHIR_FREQUENCY_TIMES,
@@ -51,8 +50,3 @@ class FhirRules:
             interval_start=settings.fhir_interval_start,
             when_times=_frozen_table(settings.fhir_when_times),
         )
-
-    @classmethod
-    def with_overrides(cls, **values: Any) -> FhirRules:
-        """Rules from the defaults with some settings changed, validated as Settings would."""
-        return cls.from_settings(Settings.model_validate(values))
