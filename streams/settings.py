@@ -567,6 +567,14 @@ class Settings(BaseSettings):
             raise ValueError("expected a comma-separated list of URL schemes such as 'tgram'")
         return ",".join(schemes)
 
+    @field_validator("fhir_patient_identifier_system")
+    @classmethod
+    def _fhir_identifier_system(cls, value: str | None) -> str | None:
+        # An empty variable is a mistake, not "off": no identifier would ever match it.
+        if value is not None and not value.strip():
+            raise ValueError("must be an identifier system URI, or unset")
+        return value
+
     @field_validator("fhir_default_timezone")
     @classmethod
     def _fhir_timezone(cls, value: str) -> str:

@@ -140,8 +140,8 @@ def map_fhir_record(value: bytes, rules: FhirRules) -> FhirMapping:
 
     Pure: no I/O, no clock; the same bytes and rules always give the same mapping."""
     try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        data = json.loads(value, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         return FhirMapping(
             problems=[FhirProblem("record", FHIR_INVALID, "the record is not UTF-8 JSON")]
         )
@@ -175,6 +175,11 @@ def map_fhir_record(value: bytes, rules: FhirRules) -> FhirMapping:
     if located is None:
         return FhirMapping(problems=problems)
     return _map_located([located], RecordContext([located]), rules, data)
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON (and FHIR) does not have.
+    raise ValueError("not JSON")
 
 
 # --- validation with fhir.resources ---------------------------------------------------------
@@ -284,6 +289,11 @@ def _map_located(
         except MappingRefused as refused:
             path = refused.path if refused.absolute else join_path(item.path, refused.path)
             problems.append(_problem(path, refused.error_type, refused.reason, raw))
+        except Exception as error:  # one resource must not take the others with it
+            # A case the rules above did not foresee: the resource is refused, by the
+            # exception's type only (its message may carry a value).
+            reason = f"the resource could not be mapped ({type(error).__name__})"
+            problems.append(_problem(item.path, FHIR_UNMAPPABLE, reason, raw))
     return FhirMapping(events, problems)
 
 
@@ -382,22 +392,22 @@ def _number(value: Decimal | float | int) -> float:
     return float(value)
 
 
-def _unit_key(quantity: Any) -> str | None:
-    if quantity.system == UCUM and quantity.code:
-        return f"ucum:{quantity.code}"
-    text = quantity.unit or quantity.code
-    return f"text:{' '.join(str(text).split()).casefold()}" if text else None
+def _unit_names(quantity: Any) -> set[str]:
+    return {
+        " ".join(str(text).split()).casefold() for text in (quantity.unit, quantity.code) if text
+    }
 
 
 def _same_unit(first: Any, second: Any) -> bool:
-    """Units agree when both name one (UCUM codes when both have them, else the unit texts,
-    ignoring case and spacing); a quantity without a unit is read in the other's unit."""
+    """Units agree when both are UCUM codes and equal, or else when their unit or code texts
+    share a name, ignoring case and spacing (``tablet`` agrees with UCUM ``{tbl}`` whose unit
+    is ``tablet``); a quantity without a unit is read in the other's unit."""
     if first.system == UCUM and second.system == UCUM and first.code and second.code:
         return bool(first.code == second.code)
-    a, b = _unit_key(first), _unit_key(second)
-    if a is None or b is None:
+    names, other = _unit_names(first), _unit_names(second)
+    if not names or not other:
         return True
-    return a.split(":", 1)[1] == b.split(":", 1)[1] if a[:4] != b[:4] else a == b
+    return bool(names & other)
 
 
 def _first_dose(dosages: list[Any]) -> Any:

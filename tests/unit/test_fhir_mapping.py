@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.contracts.codecs import validate_event
 from streams.contracts.models import EVENT_MODELS
@@ -613,3 +615,93 @@ def test_a_library_message_that_echoes_a_value_is_scrubbed() -> None:
     assert fx.PATIENT_ID not in problem.reason
     kept = _problem("MedicationRequest.status", "FhirUnsupported", "status active here", raw)
     assert kept.reason == "status active here"  # a FHIR code is not redacted
+
+
+# --- units, robustness ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dispensed", "agrees"),
+    [
+        ({"value": 30, "unit": "tablet"}, True),  # text against UCUM {tbl} "tablet"
+        ({"value": 30, "unit": "Tablet "}, True),
+        ({"value": 30, "system": fx.UCUM, "code": "{tbl}"}, True),
+        ({"value": 30}, True),  # no unit: read in the dose unit
+        ({"value": 30, "system": fx.UCUM, "code": "mL", "unit": "tablet"}, False),  # UCUM decides
+        ({"value": 30, "unit": "capsule"}, False),
+    ],
+)
+def test_units_agree_by_ucum_code_or_by_name(dispensed: dict[str, Any], agrees: bool) -> None:
+    bundle = fx.dispense_unit_mismatch()
+    bundle["entry"][1]["resource"]["quantity"] = dispensed
+    refills = [e for e in mapped(bundle).events if e["event_type"] == "RefillDispensed"]
+    assert bool(refills) == agrees
+
+
+def test_a_supply_in_text_units_agrees_with_a_ucum_dose() -> None:
+    resource = fx.medication_request()
+    resource["dispenseRequest"]["quantity"] = {"value": 60, "unit": "tablets"}
+    assert only_problem(mapped(resource)).path == "MedicationRequest.dispenseRequest.quantity"
+    resource["dispenseRequest"]["quantity"] = {"value": 60, "unit": "TABLET"}
+    assert types(mapped(resource)) == ["MedicationPrescribed", "ScheduleSet"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"resourceType": "MedicationRequest", "x": NaN}',
+        b'{"resourceType": "MedicationRequest", "x": Infinity}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b"",
+        b"null",
+    ],
+)
+def test_nothing_strange_makes_the_mapper_raise(value: bytes) -> None:
+    problem = only_problem(mapped(value))
+    assert problem.error_type == "FhirInvalid"
+
+
+def test_an_empty_identifier_system_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="identifier system"):
+        Settings(fhir_patient_identifier_system=" ")
+
+
+def _leaf_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _leaf_paths(item, (*prefix, key))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _leaf_paths(item, (*prefix, index))]
+    return [prefix]
+
+
+EXAMPLES = [
+    fx.medication_request_bundle,
+    fx.dispense_bundle,
+    fx.administration_bundle,
+    fx.statement_bundle,
+    fx.contained_medication_request,
+]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_mutated_export_never_makes_the_mapper_raise(data: st.DataObject) -> None:
+    example = data.draw(st.sampled_from(EXAMPLES))()
+    path = data.draw(st.sampled_from(_leaf_paths(example)))
+    target = example
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = data.draw(JSON_VALUES)
+    mapping = mapped(example)  # validates every event against the contract
+    for problem in mapping.problems:
+        assert problem.path
+        assert problem.reason
+        assert problem.error_type.startswith("Fhir")
+        assert "could not be mapped" not in problem.reason, problem
