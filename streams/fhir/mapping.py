@@ -127,6 +127,8 @@ _SAFE_WORDS = (
     }
 )
 _MAX_REPORTED_ERRORS = 10
+# Stands in for the event_id while the event is validated; the id is a hash of the result.
+_PENDING_ID = "fhir-pending"
 _MAX_TEXT = 1000
 _LOCATION_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -437,12 +439,12 @@ class _Emitter:
         self.envelope = {"patient_id": patient_id, "occurred_at": occurred_at}
 
     def emit(self, model: type[Event], role: str, **fields: Any) -> dict[str, Any]:
-        content = {
+        payload = {
+            "event_id": _PENDING_ID,
             "event_type": model.EVENT_TYPE,
             **self.envelope,
             **{key: value for key, value in fields.items() if value is not None},
         }
-        payload = {**content, "event_id": event_id(self.identity, role, content)}
         try:
             event = model.model_validate(payload)
         except ValidationError as error:
@@ -451,7 +453,11 @@ class _Emitter:
                 f"the mapped {model.EVENT_TYPE} breaks the contract: "
                 f"{describe_validation_error(error)}",
             ) from None
-        return event.model_dump(mode="json")
+        # The id hashes the event as the contract reads it (UTC milliseconds, floats), so the
+        # same meaning written another way (another offset, 1 or 1.0) gives the same id.
+        content = event.model_dump(mode="json", exclude={"event_id"})
+        identified = event.model_copy(update={"event_id": event_id(self.identity, role, content)})
+        return model.model_validate(identified.model_dump(mode="json")).model_dump(mode="json")
 
 
 def _link(item: Located, context: RecordContext, references: list[Any], path: str) -> str:

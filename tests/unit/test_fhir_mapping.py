@@ -705,3 +705,10 @@ def test_a_mutated_export_never_makes_the_mapper_raise(data: st.DataObject) -> N
         assert problem.reason
         assert problem.error_type.startswith("Fhir")
         assert "could not be mapped" not in problem.reason, problem
+
+
+def test_the_same_meaning_written_another_way_gives_the_same_ids() -> None:
+    before = event_ids(fx.medication_request())
+    other = fx.medication_request(authoredOn="2026-11-30T14:12:00Z")  # same instant, UTC
+    other["dispenseRequest"]["quantity"]["value"] = 60.0
+    assert event_ids(other) == before
