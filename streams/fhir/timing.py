@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fhir.resources.R4B.timing import Timing
+from fhir.resources.R4B.timing import Timing, TimingRepeat
 
 from streams.contracts.models import parse_time_of_day
 from streams.fhir.problems import MappingRefused
@@ -30,6 +30,24 @@ _REFUSED_REPEAT = (
 # Codes whose offset counts from the meal before it: the meal's own code in the when table.
 _BEFORE_MEAL = {"AC": "C", "ACM": "CM", "ACD": "CD", "ACV": "CV"}
 _AFTER_MEAL = {"PC": "C", "PCM": "CM", "PCD": "CD", "PCV": "CV"}
+# R4's timing-abbreviation codes (v3 GTSAbbreviation) a Timing may give instead of a repeat,
+# as the repeat they stand for. QOD, WK and MO are not daily and stay refused.
+GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+_GTS_REPEATS: dict[str, dict[str, Any]] = {
+    "QD": {"frequency": 1, "period": 1, "periodUnit": "d"},
+    "BID": {"frequency": 2, "period": 1, "periodUnit": "d"},
+    "TID": {"frequency": 3, "period": 1, "periodUnit": "d"},
+    "QID": {"frequency": 4, "period": 1, "periodUnit": "d"},
+    "Q1H": {"frequency": 1, "period": 1, "periodUnit": "h"},
+    "Q2H": {"frequency": 1, "period": 2, "periodUnit": "h"},
+    "Q3H": {"frequency": 1, "period": 3, "periodUnit": "h"},
+    "Q4H": {"frequency": 1, "period": 4, "periodUnit": "h"},
+    "Q6H": {"frequency": 1, "period": 6, "periodUnit": "h"},
+    "Q8H": {"frequency": 1, "period": 8, "periodUnit": "h"},
+    "AM": {"when": ["MORN"]},
+    "PM": {"when": ["EVE"]},
+    "BED": {"when": ["HS"]},
+}
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,17 @@ def _frequency_times(repeat: Any, rules: FhirRules, explicit: list[str] | None) 
     return list(times)
 
 
+def _repeat_of_code(timing: Timing) -> Any:
+    """The repeat a timing-abbreviation code stands for, when the Timing gives only a code."""
+    codings = list(timing.code.coding or ()) if timing.code is not None else []
+    for coding in codings:
+        if coding.system == GTS_ABBREVIATION and coding.code in _GTS_REPEATS:
+            return TimingRepeat.model_validate(_GTS_REPEATS[coding.code])
+    if codings:
+        raise MappingRefused("code", "the timing code is not a daily timing-abbreviation code")
+    raise MappingRefused("repeat", "the timing has no repeat and no code")
+
+
 def schedule_from_timing(
     timing: Timing | dict[str, Any], rules: FhirRules, zone: ZoneInfo
 ) -> Schedule:
@@ -168,7 +197,7 @@ def schedule_from_timing(
         raise MappingRefused("event", "a timing of listed events is not a daily schedule")
     repeat = timing.repeat
     if repeat is None:
-        raise MappingRefused("repeat", "the timing has no repeat (a code alone is not mapped)")
+        repeat = _repeat_of_code(timing)
     for name, what in _REFUSED_REPEAT:
         if getattr(repeat, name) is not None:
             raise MappingRefused(f"repeat.{name}", f"{what} is not expressible")

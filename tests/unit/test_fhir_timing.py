@@ -126,6 +126,28 @@ def test_the_timing_table(
     assert mapped.timezone == "UTC"
 
 
+GTS = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+
+
+@pytest.mark.parametrize(
+    ("code", "times"),
+    [
+        ("QD", ("09:00",)),
+        ("BID", ("09:00", "21:00")),
+        ("TID", ("08:00", "14:00", "20:00")),
+        ("QID", ("08:00", "12:00", "16:00", "20:00")),
+        ("Q6H", ("00:00", "06:00", "12:00", "18:00")),
+        ("Q8H", ("06:00", "14:00", "22:00")),
+        ("AM", ("08:00",)),
+        ("PM", ("19:00",)),
+        ("BED", ("22:00",)),
+    ],
+)
+def test_a_timing_code_alone_stands_for_its_repeat(code: str, times: tuple[str, ...]) -> None:
+    timing = {"code": {"coding": [{"system": GTS, "code": code}], "text": code}}
+    assert schedule_from_timing(timing, RULES, UTC).times_of_day == times
+
+
 def test_bounds_period_gives_local_start_and_end_dates() -> None:
     mapped = schedule(
         {"frequency": 2, **DAILY, "boundsPeriod": {"start": "2026-12-01", "end": "2027-01-31"}}
@@ -264,7 +286,14 @@ REFUSED = [
         id="events-mixed-with-repeat",
     ),
     pytest.param({"event": ["2026-12-01T08:00:00Z"]}, "event", id="events-only"),
-    pytest.param({"code": {"text": "BID"}}, "repeat", id="code-only"),
+    pytest.param({"code": {"text": "BID"}}, "repeat", id="code-text-only"),
+    pytest.param({}, "repeat", id="empty-timing"),
+    pytest.param({"code": {"coding": [{"system": GTS, "code": "QOD"}]}}, "code", id="code-QOD"),
+    pytest.param(
+        {"code": {"coding": [{"system": "urn:local", "code": "BID"}]}},
+        "code",
+        id="code-of-another-system",
+    ),
     pytest.param({"repeat": {"boundsPeriod": {"start": "2026-12-01"}}}, "repeat", id="no-times"),
     pytest.param(
         {"repeat": {"frequency": 1, "period": 1, "periodUnit": "mo"}},
