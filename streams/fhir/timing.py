@@ -30,6 +30,37 @@ _REFUSED_REPEAT = (
 # Codes whose offset counts from the meal before it: the meal's own code in the when table.
 _BEFORE_MEAL = {"AC": "C", "ACM": "CM", "ACD": "CD", "ACV": "CV"}
 _AFTER_MEAL = {"PC": "C", "PCM": "CM", "PCD": "CD", "PCV": "CV"}
+# R4's event-timing value set (Timing.repeat.when): HL7 v3 TimingEvent codes and FHIR's own.
+EVENT_TIMING_CODES = frozenset(
+    {
+        "MORN",
+        "MORN.early",
+        "MORN.late",
+        "NOON",
+        "AFT",
+        "AFT.early",
+        "AFT.late",
+        "EVE",
+        "EVE.early",
+        "EVE.late",
+        "NIGHT",
+        "PHS",
+        "HS",
+        "WAKE",
+        "C",
+        "CM",
+        "CD",
+        "CV",
+        "AC",
+        "ACM",
+        "ACD",
+        "ACV",
+        "PC",
+        "PCM",
+        "PCD",
+        "PCV",
+    }
+)
 # R4's timing-abbreviation codes (v3 GTSAbbreviation) a Timing may give instead of a repeat,
 # as the repeat they stand for. QOD, WK and MO are not daily and stay refused.
 GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
@@ -95,7 +126,9 @@ def _when_times(repeat: Any, rules: FhirRules) -> list[str]:
     for index, code in enumerate(repeat.when):
         path = f"repeat.when[{index}]"
         if code not in rules.when_times:
-            raise MappingRefused(path, f"the when code {code} has no clock time in the rule")
+            # Named only when it is a code of R4's event-timing value set, never a free value.
+            named = f"the when code {code}" if code in EVENT_TIMING_CODES else "the when code"
+            raise MappingRefused(path, f"{named} has no clock time in the rule")
         if offset == 0:
             times.extend(rules.when_times[code])
             continue
@@ -143,9 +176,8 @@ def _frequency_times(repeat: Any, rules: FhirRules, explicit: list[str] | None) 
             )
         return _interval_times(frequency, period, rules)
     if unit not in ("d", "wk"):
-        raise MappingRefused(
-            "repeat.periodUnit", f"periodUnit {unit} is not expressible (only h, d and wk)"
-        )
+        named = f"periodUnit {unit}" if unit in ("s", "min", "mo", "a") else "this periodUnit"
+        raise MappingRefused("repeat.periodUnit", f"{named} is not expressible (only h, d and wk)")
     if period != 1:
         raise MappingRefused(
             "repeat.period",

@@ -375,3 +375,15 @@ def test_timings_medstream_cannot_express_are_refused_with_their_path(
     assert refused.value.path == path
     assert refused.value.error_type == "FhirUnmappable"
     assert refused.value.reason
+
+
+def test_a_when_code_or_period_unit_outside_the_value_sets_is_not_repeated() -> None:
+    with pytest.raises(MappingRefused) as refused:
+        schedule({"when": ["Rosalind"]})
+    assert "Rosalind" not in refused.value.reason
+    with pytest.raises(MappingRefused) as refused:
+        schedule({"frequency": 1, "period": 1, "periodUnit": "Marchetti"})
+    assert "Marchetti" not in refused.value.reason
+    with pytest.raises(MappingRefused) as refused:
+        schedule({"when": ["PHS"]})
+    assert "PHS" in refused.value.reason  # a FHIR code may be named
