@@ -12,7 +12,9 @@ dateAsserted; R4 has no `taken` element, that was STU3), Medication.code, Patien
 identifier, extension), Bundle (type, entry.fullUrl, entry.resource) and Dosage/Timing
 (asNeeded[x], doseAndRate.doseQuantity, timing.event, timing.repeat: bounds[x], count,
 countMax, duration, durationMax, frequency, frequencyMax, period, periodMax, periodUnit,
-dayOfWeek, timeOfDay, when, offset). The rules are in docs/fhir.md.
+dayOfWeek, timeOfDay, when, offset). HL7's R4B difference files (medicationrequest.diff,
+medicationstatement.diff) list for these resources only new version labels of the status,
+intent and priority bindings, whose codes are R4's. The rules are in docs/fhir.md.
 """
 
 from __future__ import annotations
