@@ -356,10 +356,17 @@ def _instant(value: Any, zone: ZoneInfo, path: str) -> str:
     raise MappingRefused(path, "a partial date (year or month only) is not a point in time")
 
 
-def _occurred_at(resource: Any, zone: ZoneInfo, candidates: list[tuple[str, Any]]) -> str:
-    """occurred_at from the resource's own times, in order, else meta.lastUpdated."""
-    last_updated = resource.meta.lastUpdated if resource.meta is not None else None
-    candidates = [*candidates, ("meta.lastUpdated", last_updated)]
+def _occurred_at(
+    resource: Any,
+    zone: ZoneInfo,
+    candidates: list[tuple[str, Any]],
+    *,
+    last_updated_first: bool = False,
+) -> str:
+    """occurred_at from the resource's own times, in order, else meta.lastUpdated (or that
+    first, and then the others)."""
+    last_updated = ("meta.lastUpdated", resource.meta.lastUpdated if resource.meta else None)
+    candidates = [last_updated, *candidates] if last_updated_first else [*candidates, last_updated]
     for path, value in candidates:
         if value is not None:
             return _instant(value, zone, path)
@@ -599,10 +606,12 @@ def _map_request(item: Located, context: RecordContext, rules: FhirRules) -> lis
     zone, _ = patient_zone(patient, rules)
     # A stop or a hold happens after authoring, and R4 keeps no time of the status change on
     # the resource: the time it was last updated is that change.
-    own_times = [("authoredOn", resource.authoredOn)]
-    if status in REQUEST_ENDED or status == "on-hold":
-        own_times = []
-    occurred_at = _occurred_at(resource, zone, own_times)
+    occurred_at = _occurred_at(
+        resource,
+        zone,
+        [("authoredOn", resource.authoredOn)],
+        last_updated_first=status != "active",
+    )
     emitter = _Emitter(item, patient_id, occurred_at)
     if status in REQUEST_ENDED:
         return [

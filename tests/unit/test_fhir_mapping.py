@@ -103,6 +103,12 @@ def test_an_ended_request_clears_the_schedule_and_discontinues(status: str) -> N
     assert discontinued["occurred_at"] == "2026-12-10T14:00:00Z"
 
 
+def test_an_ended_request_without_meta_is_dated_when_authored() -> None:
+    resource = fx.stopped_request()
+    del resource["meta"]
+    assert {e["occurred_at"] for e in mapped(resource).events} == {"2026-11-30T14:12:00Z"}
+
+
 def test_an_ended_request_needs_no_dose_or_medication_code() -> None:
     resource = fx.stopped_request()
     del resource["dosageInstruction"]
