@@ -2,17 +2,79 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum, StrEnum
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.contracts.models import parse_time_of_day
 from streams.notify.targets import parse_allow_list
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 # Shorter bearer tokens can be guessed; 32 characters is what `openssl rand -hex 16` gives.
 ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+# The FHIR intake's clock-time rules (docs/fhir.md): doses per day to local times, and FHIR
+# Timing `when` codes (event timing, R4 value set) to local times.
+DEFAULT_FHIR_FREQUENCY_TIMES = json.dumps(
+    {
+        "1": ["09:00"],
+        "2": ["09:00", "21:00"],
+        "3": ["08:00", "14:00", "20:00"],
+        "4": ["08:00", "12:00", "16:00", "20:00"],
+    },
+    sort_keys=True,
+)
+DEFAULT_FHIR_WHEN_TIMES = json.dumps(
+    {
+        "WAKE": ["07:00"],
+        "MORN": ["08:00"],
+        "MORN.early": ["06:00"],
+        "MORN.late": ["10:00"],
+        "NOON": ["12:00"],
+        "AFT": ["15:00"],
+        "AFT.early": ["13:00"],
+        "AFT.late": ["17:00"],
+        "EVE": ["19:00"],
+        "EVE.early": ["18:00"],
+        "EVE.late": ["20:00"],
+        "NIGHT": ["22:00"],
+        "HS": ["22:00"],
+        "C": ["08:00", "12:00", "18:00"],
+        "CM": ["08:00"],
+        "CD": ["12:00"],
+        "CV": ["18:00"],
+        "AC": ["07:30", "11:30", "17:30"],
+        "ACM": ["07:30"],
+        "ACD": ["11:30"],
+        "ACV": ["17:30"],
+        "PC": ["08:30", "12:30", "18:30"],
+        "PCM": ["08:30"],
+        "PCD": ["12:30"],
+        "PCV": ["18:30"],
+    },
+    sort_keys=True,
+)
+
+
+def _time_table(text: str) -> dict[str, list[str]]:
+    """A JSON object of lists of distinct 'HH:MM' times (a FHIR time rule), checked."""
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("must be a JSON object") from None
+    if not isinstance(table, dict) or not table:
+        raise ValueError("must be a non-empty JSON object")
+    for times in table.values():
+        if not isinstance(times, list) or not all(isinstance(t, str) for t in times):
+            raise ValueError("every value must be a list of 'HH:MM' times")
+        if len({parse_time_of_day(t) for t in times}) != len(times):
+            raise ValueError("times must not repeat")
+    return table
 
 
 class SecurityProtocol(StrEnum):
@@ -316,6 +378,44 @@ class Settings(BaseSettings):
         description="MEDSTREAM_INTERACTIONS_DDINTER_CSV: extra interactions, DDInter CSV format.",
     )
 
+    # --- FHIR intake (streams/fhir/, docs/fhir.md) ------------------------------------------
+    fhir_patient_identifier_system: str | None = Field(
+        None,
+        description=(
+            "MEDSTREAM_FHIR_PATIENT_IDENTIFIER_SYSTEM: when set, a FHIR resource's patient_id is "
+            "the value of the Patient's identifier with this system; unset, the logical id of "
+            "the subject reference."
+        ),
+    )
+    fhir_default_timezone: str = Field(
+        "UTC",
+        description=(
+            "MEDSTREAM_FHIR_DEFAULT_TIMEZONE: IANA zone of FHIR schedules when the Patient has "
+            "no timezone extension."
+        ),
+    )
+    fhir_frequency_times: str = Field(
+        DEFAULT_FHIR_FREQUENCY_TIMES,
+        description=(
+            "MEDSTREAM_FHIR_FREQUENCY_TIMES: JSON object from doses per day ('1' to '24') to "
+            "that many local times, for FHIR timings given as frequency per day."
+        ),
+    )
+    fhir_interval_start: str = Field(
+        "06:00",
+        description=(
+            "MEDSTREAM_FHIR_INTERVAL_START: first local time of FHIR timings given as every N "
+            "hours (q4h, q6h, q8h, q12h); the others follow every N hours."
+        ),
+    )
+    fhir_when_times: str = Field(
+        DEFAULT_FHIR_WHEN_TIMES,
+        description=(
+            "MEDSTREAM_FHIR_WHEN_TIMES: JSON object from FHIR Timing `when` codes (MORN, HS, "
+            "ACM, ...) to lists of local times."
+        ),
+    )
+
     # --- Notifications ---------------------------------------------------------------------
     notify_webhook_secret: SecretStr | None = Field(
         None,
@@ -466,6 +566,48 @@ class Settings(BaseSettings):
         if any(not scheme.isascii() or not scheme.isalnum() for scheme in schemes):
             raise ValueError("expected a comma-separated list of URL schemes such as 'tgram'")
         return ",".join(schemes)
+
+    @field_validator("fhir_patient_identifier_system")
+    @classmethod
+    def _fhir_identifier_system(cls, value: str | None) -> str | None:
+        # An empty variable is a mistake, not "off": no identifier would ever match it.
+        if value is not None and not value.strip():
+            raise ValueError("must be an identifier system URI, or unset")
+        return value
+
+    @field_validator("fhir_default_timezone")
+    @classmethod
+    def _fhir_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown IANA time zone") from None
+        return value
+
+    @field_validator("fhir_interval_start")
+    @classmethod
+    def _fhir_interval_start(cls, value: str) -> str:
+        parse_time_of_day(value)
+        return value
+
+    @field_validator("fhir_frequency_times")
+    @classmethod
+    def _fhir_frequency_table(cls, value: str) -> str:
+        table = _time_table(value)
+        for key, times in table.items():
+            if not key.isdigit() or not 1 <= int(key) <= 24:
+                raise ValueError("keys must be doses per day, '1' to '24'")
+            if len(times) != int(key):
+                raise ValueError(f"doses per day {key} needs exactly {key} times")
+        return json.dumps(table, sort_keys=True)
+
+    @field_validator("fhir_when_times")
+    @classmethod
+    def _fhir_when_table(cls, value: str) -> str:
+        table = _time_table(value)
+        if any(not times for times in table.values()):
+            raise ValueError("every `when` code needs at least one time")
+        return json.dumps(table, sort_keys=True)
 
     @field_validator("bootstrap_servers")
     @classmethod
