@@ -23,6 +23,8 @@ from streams.topology import MAP_FHIR_RESOURCES
 
 log = logging.getLogger(__name__)
 
+# The event_type label of medstream_events_processed_total for a mapped FHIR record.
+FHIR_RECORD = "FhirRecord"
 # A dead letter's reason names this many problems, then how many more there were.
 _REPORTED_PROBLEMS = 5
 
@@ -93,8 +95,10 @@ class FhirIntake:
                     f"offset {message.offset}",
                     sent=handed,
                 )
-            for _spec, event in plan.sends:
-                self.metrics.processed(event.event_type)
+            if plan.sends:
+                # One per FHIR record; the events it became are counted again as the patient
+                # agent applies them.
+                self.metrics.processed(FHIR_RECORD)
             if plan.failure is not None:
                 await self.intake.send_dead_letter(message, plan.failure)
                 self.metrics.dead_lettered(plan.failure.error_type)
