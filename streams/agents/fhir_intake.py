@@ -95,9 +95,9 @@ class FhirIntake:
                     f"offset {message.offset}",
                     sent=handed,
                 )
-            if plan.sends:
-                # One per FHIR record; the events it became are counted again as the patient
-                # agent applies them.
+            if plan.sends or plan.failure is None:
+                # One per FHIR record (a Bundle of context only maps to nothing); the events it
+                # became are counted again as the patient agent applies them.
                 self.metrics.processed(FHIR_RECORD)
             if plan.failure is not None:
                 await self.intake.send_dead_letter(message, plan.failure)
