@@ -9,6 +9,7 @@ from typing import Any
 import faust
 
 from streams.agents.emitter import Emitter
+from streams.agents.fhir_intake import FhirIntake, install_fhir_intake
 from streams.agents.intake import Intake
 from streams.agents.notifier import Notifier, build_channels, install_notifier
 from streams.agents.patient_events import install_patient_agents
@@ -20,6 +21,7 @@ from streams.contracts.schemas import default_catalog
 from streams.domain.interactions import InteractionKnowledgeBase
 from streams.domain.patient import PatientRules
 from streams.faust_transport import active_partitions, install_transport
+from streams.fhir import FhirRules
 from streams.kafka_client import ssl_context
 from streams.observability.liveness import Liveness, crash_aware_supervisor
 from streams.observability.metrics import Metrics
@@ -33,6 +35,7 @@ from streams.topics import (
     ADMIN_ALERTS,
     AUDIT_LOG,
     DEAD_LETTERS,
+    FHIR_RESOURCES,
     INTERACTION_WARNINGS,
     MEDICATION_EVENTS,
     MEDICATION_REMINDERS,
@@ -47,6 +50,7 @@ from streams.topics import (
 from streams.topology import (
     APPLY_PATIENT_EVENTS,
     DELIVERY_LEDGER_TABLE,
+    MAP_FHIR_RESOURCES,
     NOTIFY_ALERTS,
     RECORD_DELIVERIES,
     RECORD_REMINDERS,
@@ -168,6 +172,7 @@ def create_app(settings: Settings) -> Medstream:
             partitions=settings.topic_partitions,
         )
 
+    declare(FHIR_RESOURCES)
     topics = Topics(
         medication_events_topic=declare(MEDICATION_EVENTS),
         schedule_events_topic=declare(SCHEDULE_EVENTS),
@@ -273,6 +278,17 @@ def create_app(settings: Settings) -> Medstream:
         rules=PatientRules(
             knowledge_base=knowledge_base,
             grace=timedelta(minutes=settings.reminder_grace_minutes),
+        ),
+    )
+    install_fhir_intake(
+        app,
+        reads(MAP_FHIR_RESOURCES),
+        FhirIntake(
+            rules=FhirRules.from_settings(settings),
+            emitter=emitter,
+            intake=intake_for(MAP_FHIR_RESOURCES),
+            topics=declared,
+            metrics=metrics,
         ),
     )
     install_control(app, settings, pausable_topics())

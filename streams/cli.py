@@ -118,6 +118,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from streams.observability.tracing import configure_tracing
     from streams.publish import check_file, publish_events
 
+    if args.fhir:
+        return _publish_fhir(args)
     checked = check_file(args.file)
     for invalid in checked.invalid:
         print(f"{args.file}:{invalid.line}: {invalid.reason}", file=sys.stderr)
@@ -137,6 +139,50 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"published {count} to {topic}")
     if checked.invalid:
         print(f"skipped {len(checked.invalid)} invalid events", file=sys.stderr)
+    return 0
+
+
+def _publish_fhir(args: argparse.Namespace) -> int:
+    """``publish --fhir``: map the file as the worker will, report what cannot be mapped, and
+    send the file unchanged (the worker maps it again: the original is what is kept)."""
+    from collections import Counter
+
+    from streams.fhir import FhirRules, map_fhir_record
+    from streams.observability.tracing import configure_tracing
+    from streams.publish import fhir_record_key, publish_fhir
+
+    settings = _settings()
+    value = args.file.read_bytes()
+    mapping = map_fhir_record(value, FhirRules.from_settings(settings))
+    for problem in mapping.problems:
+        print(
+            f"{args.file}: {problem.path}: {problem.error_type}: {problem.reason}", file=sys.stderr
+        )
+    counts = Counter(str(event["event_type"]) for event in mapping.events)
+    summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items())) or "no events"
+    if mapping.problems and not args.skip_invalid:
+        print(
+            f"nothing published: {len(mapping.problems)} problems (--skip-invalid publishes the "
+            "file anyway; the worker dead-letters the parts it cannot map)",
+            file=sys.stderr,
+        )
+        return 1
+    if not mapping.events and not mapping.problems:
+        print("nothing published: the file maps to no event", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(f"maps to {summary}; nothing published (--dry-run)")
+        return 0
+    patients = list(dict.fromkeys(str(event["patient_id"]) for event in mapping.events))
+    if len(patients) > 1:
+        print(
+            f"{len(patients)} patients in one record: publish one Bundle per patient to keep "
+            "each patient's resources in order",
+            file=sys.stderr,
+        )
+    configure_tracing()
+    topic = asyncio.run(publish_fhir(settings, value, fhir_record_key(patients)))
+    print(f"published 1 FHIR record to {topic}: maps to {summary}")
     return 0
 
 
@@ -284,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--dry-run", action="store_true", help="only validate")
     publish.add_argument(
         "--avro", action="store_true", help="publish as Avro single-object encoding"
+    )
+    publish.add_argument(
+        "--fhir",
+        action="store_true",
+        help="the file is one FHIR R4 JSON resource or Bundle: validate and map it as the "
+        "worker will, then publish it unchanged to fhir-resources (docs/fhir.md)",
     )
     publish.set_defaults(handler=_cmd_publish)
 

@@ -16,10 +16,10 @@ from streams.contracts.schemas import SchemaCatalog, default_catalog
 from streams.kafka_client import client_options
 from streams.observability import tracing
 from streams.settings import Settings
-from streams.topics import INPUT_TOPICS, TopicSpec
+from streams.topics import EVENT_INPUT_TOPICS, FHIR_RESOURCES, TopicSpec
 
 INPUT_EVENT_TOPIC: dict[str, TopicSpec] = {
-    event_type: spec for spec in INPUT_TOPICS for event_type in spec.event_types
+    event_type: spec for spec in EVENT_INPUT_TOPICS for event_type in spec.event_types
 }
 
 OUTPUT_EVENT_NAMES = frozenset(model.EVENT_TYPE for model in OUTPUT_EVENT_TYPES)
@@ -114,8 +114,7 @@ async def publish_events(
     Waits for every acknowledgement, so that a successful return means all are stored.
     """
     catalog = default_catalog()
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options(settings))
-    await producer.start()
+    producer = await _started_producer(settings)
     sent: Counter[str] = Counter()
     try:
         futures = []
@@ -139,3 +138,30 @@ async def publish_events(
     finally:
         await producer.stop()
     return sent
+
+
+async def _started_producer(settings: Settings) -> AIOKafkaProducer:
+    # Idempotent, acks from every in-sync replica: a retried batch can neither be lost nor
+    # overtake the next one, so one patient's records keep their order.
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options(settings))
+    await producer.start()
+    return producer
+
+
+def fhir_record_key(patient_ids: Sequence[str]) -> bytes | None:
+    """The key of a FHIR record: its patient's id, so that one patient's resources stay on one
+    partition and in order (a Bundle of several patients is keyed by the first)."""
+    return patient_ids[0].encode("utf-8") if patient_ids else None
+
+
+async def publish_fhir(settings: Settings, value: bytes, key: bytes | None) -> str:
+    """Send one FHIR resource or Bundle, as it is, to ``fhir-resources``; returns the topic
+    once the broker acknowledged it."""
+    topic = settings.topic_name(FHIR_RESOURCES.base_name)
+    producer = await _started_producer(settings)
+    try:
+        with tracing.produce_span(topic, "FHIR", new_trace=True) as headers:
+            await (await producer.send(topic, value, key=key, headers=headers))
+    finally:
+        await producer.stop()
+    return topic

@@ -70,6 +70,9 @@ MEDICATION_EVENTS = TopicSpec(
 )
 SCHEDULE_EVENTS = TopicSpec("schedule-events", Direction.IN, ("ScheduleSet", "ScheduleCleared"))
 PATIENT_EVENTS = TopicSpec("patient-events", Direction.IN, ("ContactPreferencesSet",))
+# FHIR R4 JSON resources and Bundles from EHRs and pharmacy systems (docs/fhir.md), not contract
+# events: the FHIR intake maps them onto the two topics above.
+FHIR_RESOURCES = TopicSpec("fhir-resources", Direction.IN, ())
 MEDICATION_REMINDERS = TopicSpec(
     "medication-reminders", Direction.OUT, ("ReminderDue", "DoseMissed")
 )
@@ -90,6 +93,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     MEDICATION_EVENTS,
     SCHEDULE_EVENTS,
     PATIENT_EVENTS,
+    FHIR_RESOURCES,
     MEDICATION_REMINDERS,
     REFILL_ALERTS,
     INTERACTION_WARNINGS,
@@ -108,7 +112,9 @@ NOTIFICATION_RELEASES = TopicSpec(
 CONTROL = TopicSpec("medstream-control", Direction.INTERNAL, (), partitions=1, compacted=True)
 INTERNAL_TOPICS: tuple[TopicSpec, ...] = (NOTIFICATION_RELEASES, CONTROL)
 EVERY_TOPIC = ALL_TOPICS + INTERNAL_TOPICS
+# Every topic upstream writes; of them, the ones that carry contract events.
 INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.IN)
+EVENT_INPUT_TOPICS = tuple(spec for spec in INPUT_TOPICS if spec.event_types)
 OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
 
 

@@ -9,12 +9,15 @@ from enum import StrEnum
 from streams.topics import (
     ADMIN_ALERTS,
     DEAD_LETTERS,
-    INPUT_TOPICS,
+    EVENT_INPUT_TOPICS,
+    FHIR_RESOURCES,
     INTERACTION_WARNINGS,
+    MEDICATION_EVENTS,
     MEDICATION_REMINDERS,
     NOTIFICATION_RELEASES,
     NOTIFICATIONS,
     REFILL_ALERTS,
+    SCHEDULE_EVENTS,
     TopicSpec,
 )
 
@@ -79,7 +82,7 @@ _PATIENT_OUTPUTS = (REFILL_ALERTS, INTERACTION_WARNINGS)
 APPLY_PATIENT_EVENTS = AgentSpec(
     "apply-patient-events",
     AgentKind.INTAKE,
-    reads=INPUT_TOPICS,
+    reads=EVENT_INPUT_TOPICS,
     writes=(*_PATIENT_OUTPUTS, DEAD_LETTERS),
     tables=(PATIENT_STATE_TABLE,),
 )
@@ -89,6 +92,15 @@ RECORD_REMINDERS = AgentSpec(
     reads=(MEDICATION_REMINDERS,),
     writes=(*_PATIENT_OUTPUTS, *_DELIVERY_OUTPUTS, DEAD_LETTERS),
     tables=(PATIENT_STATE_TABLE, DELIVERY_LEDGER_TABLE),
+)
+# FHIR resources become contract events on the input topics, keyed by patient: the patient
+# agent then applies them like any publisher's, de-duplicated by their derived event_ids.
+MAP_FHIR_RESOURCES = AgentSpec(
+    "map-fhir-resources",
+    AgentKind.INTAKE,
+    reads=(FHIR_RESOURCES,),
+    writes=(MEDICATION_EVENTS, SCHEDULE_EVENTS, DEAD_LETTERS),
+    tables=(),
 )
 NOTIFY_ALERTS = AgentSpec(
     "notify-alerts",
@@ -113,6 +125,7 @@ RELEASE_DEFERRED_NOTIFICATIONS = AgentSpec(
 )
 AGENTS: tuple[AgentSpec, ...] = (
     APPLY_PATIENT_EVENTS,
+    MAP_FHIR_RESOURCES,
     RECORD_REMINDERS,
     NOTIFY_ALERTS,
     RECORD_DELIVERIES,

@@ -373,6 +373,12 @@ class Intake:
                     await asyncio.sleep(delay)
 
     async def _dead_letter(self, message: Any, failure: Failure) -> None:
+        await self.send_dead_letter(message, failure)
+        self._settled.append((Settled.DEAD_LETTERED, failure.error_type))
+
+    async def send_dead_letter(self, message: Any, failure: Failure) -> None:
+        """Dead-letter ``message`` (its key, value and headers kept) with the failure's type
+        and reason, and return once the broker stored it. Counting it is the caller's."""
         error_type = failure.error_type
         dead_letter = build_dead_letter(
             topic=message.topic,
@@ -400,4 +406,3 @@ class Intake:
             f"dead letter of {dead_letter.original_topic} partition {dead_letter.partition} "
             f"offset {dead_letter.offset}",
         )
-        self._settled.append((Settled.DEAD_LETTERED, error_type))

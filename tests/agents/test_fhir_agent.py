@@ -1,0 +1,87 @@
+"""Agent tests of the FHIR intake: a Bundle in, its events out on the input topics keyed by
+patient; an unmappable entry dead-lettered whole while the rest still goes; nothing stops it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from streams.app import Medstream
+from streams.contracts.models import DeadLetter, MedicationPrescribed, ScheduleSet
+from streams.topology import MAP_FHIR_RESOURCES
+from tests.agents.harness import Emitted, feeding, of_type
+from tests.integration.test_fhir_intake import PATIENT, bundle, metformin, patient, unmappable
+
+FHIR = "fhir-resources"
+
+
+def topics_of(emitted: Emitted) -> list[tuple[str, str]]:
+    return [(topic, event.event_type) for topic, event in emitted]
+
+
+async def test_a_bundle_becomes_a_prescription_and_a_schedule_on_the_input_topics(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
+        await feed.put(FHIR, bundle(patient(), metformin()), key=PATIENT.encode())
+    assert topics_of(emitted) == [
+        (medstream.settings.topic_name("medication-events"), "MedicationPrescribed"),
+        (medstream.settings.topic_name("schedule-events"), "ScheduleSet"),
+    ]
+    [(_, prescribed)] = of_type(emitted, MedicationPrescribed)
+    [(_, schedule)] = of_type(emitted, ScheduleSet)
+    assert prescribed.patient_id == schedule.patient_id == PATIENT
+    assert prescribed.medication_id == schedule.medication_id == "mr-metformin"
+
+
+async def test_the_same_bundle_twice_gives_the_same_event_ids(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    value = bundle(patient(), metformin())
+    async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
+        await feed.put(FHIR, value, key=PATIENT.encode())
+        await feed.put(FHIR, value, key=PATIENT.encode())
+    ids = [event.event_id for _, event in emitted]
+    assert len(ids) == 4
+    assert ids[:2] == ids[2:]
+
+
+async def test_an_unmappable_entry_is_dead_lettered_whole_and_the_rest_still_sent(
+    medstream: Medstream, emitted: Emitted
+) -> None:
+    prn_value, path = unmappable()["prn"]
+    [prn] = [entry["resource"] for entry in json.loads(prn_value)["entry"]]
+    mixed = bundle(patient(), prn, metformin())
+    async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
+        await feed.put(FHIR, mixed, key=PATIENT.encode())
+    sent = [event.event_type for _, event in emitted if not isinstance(event, DeadLetter)]
+    assert "MedicationPrescribed" in sent
+    [(topic, letter)] = of_type(emitted, DeadLetter)
+    assert topic == medstream.settings.topic_name("dead-letters")
+    assert letter.error_type == "FhirUnmappable"
+    assert path in letter.error_message
+    assert "Bundle.entry[1]" in letter.error_message
+    assert letter.value is not None
+    assert base64.b64decode(letter.value) == mixed
+
+
+async def test_no_record_stops_the_agent(medstream: Medstream, emitted: Emitted) -> None:
+    hostile: list[Any] = [
+        b"",
+        b"\x00" * 4096,
+        b"[]",
+        b'{"resourceType": "Bundle", "type": "collection", "entry": "nope"}',
+        json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [{}] * 500}).encode(),
+        b'{"resourceType": "' + b"A" * 100_000 + b'"}',
+    ]
+    async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
+        for value in hostile:
+            await feed.put(FHIR, value, key=None)
+        await feed.put(FHIR, bundle(patient(), metformin()), key=PATIENT.encode())
+    letters = [letter for _, letter in of_type(emitted, DeadLetter)]
+    assert len(letters) == len(hostile)
+    assert all(letter.error_type.startswith("Fhir") for letter in letters), [
+        letter.error_type for letter in letters
+    ]
+    assert of_type(emitted, MedicationPrescribed)

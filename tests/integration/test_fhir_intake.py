@@ -1,0 +1,348 @@
+"""FHIR R4 in, on the real broker: Bundles as EHR and pharmacy exports have them (several
+codings, extensions, a contained Medication) become contract events, then reminders, refill
+alerts and interaction warnings; a stopped MedicationRequest ends its reminders; a re-sent
+Bundle changes nothing; what cannot be mapped is dead-lettered with its FHIR path, whole."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from datetime import UTC, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from streams.app import create_app
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.integration.test_patient_state import ShiftedClock, use_clock, values, wait_for
+from tests.kafka_helpers import consume, produce, running, wait_until_committed
+
+PATIENT = "fhir-p1"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NDC = "http://hl7.org/fhir/sid/ndc"
+UCUM = "http://unitsofmeasure.org"
+MRN = "urn:oid:2.16.840.1.113883.19.5"
+
+
+def _tablets(value: float) -> dict[str, Any]:
+    return {"value": value, "unit": "tablet", "system": UCUM, "code": "{tbl}"}
+
+
+def request(
+    request_id: str,
+    medication: dict[str, Any],
+    *,
+    status: str = "active",
+    repeat: dict[str, Any] | None = None,
+    dose: float = 1,
+    supply: float = 30,
+    repeats: int = 2,
+    authored: str = "2026-11-30T09:00:00Z",
+) -> dict[str, Any]:
+    """A MedicationRequest as an EHR exports it: identifiers, an extension, a dosage with a
+    text, timing and dose, and a dispense request."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": request_id,
+        "meta": {"versionId": "1", "lastUpdated": authored},
+        "extension": [
+            {
+                "url": "http://example.org/fhir/StructureDefinition/order-source",
+                "valueString": "cpoe",
+            }
+        ],
+        "identifier": [{"system": "urn:oid:1.2.3.4.5", "value": f"order-{request_id}"}],
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PATIENT}", "display": "Ada Example"},
+        "authoredOn": authored,
+        **medication,
+        "dosageInstruction": [
+            {
+                "text": "take as directed",
+                "timing": {"repeat": repeat or {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": _tablets(dose)}],
+            }
+        ],
+        "dispenseRequest": {"quantity": _tablets(supply), "numberOfRepeatsAllowed": repeats},
+    }
+
+
+def coded(rxnorm: str, display: str, text: str) -> dict[str, Any]:
+    """``medicationCodeableConcept`` with an NDC coding before the RxNorm one."""
+    return {
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": NDC, "code": "00093-0058-01", "display": display},
+                {"system": RXNORM, "code": rxnorm, "display": display},
+            ],
+            "text": text,
+        }
+    }
+
+
+def entry(resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "fullUrl": f"urn:uuid:{resource['resourceType'].lower()}-{resource['id']}",
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+    }
+
+
+def bundle(*resources: dict[str, Any], kind: str = "transaction") -> bytes:
+    return json.dumps(
+        {"resourceType": "Bundle", "type": kind, "entry": [entry(r) for r in resources]}
+    ).encode()
+
+
+def patient() -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": PATIENT,
+        "identifier": [{"system": MRN, "value": "MRN-000042"}],
+        "name": [{"family": "Example", "given": ["Ada"]}],
+        "birthDate": "1950-01-01",
+    }
+
+
+def warfarin(**changes: Any) -> dict[str, Any]:
+    return request(
+        "mr-warfarin",
+        coded("11289", "warfarin", "Warfarin sodium 5 mg tablet"),
+        repeat={"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["20:00:00"]},
+        **changes,
+    )
+
+
+def aspirin() -> dict[str, Any]:
+    # The medication as a contained resource, referenced from the request.
+    medication = {
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "med-asa",
+                "code": {
+                    "coding": [{"system": RXNORM, "code": "1191", "display": "aspirin"}],
+                    "text": "Aspirin 81 mg chewable tablet",
+                },
+            }
+        ],
+        "medicationReference": {"reference": "#med-asa"},
+    }
+    return request("mr-aspirin", medication, repeat={"when": ["MORN"]}, supply=90)
+
+
+def metformin() -> dict[str, Any]:
+    return request(
+        "mr-metformin",
+        coded("6809", "metformin", "Metformin 500 mg tablet"),
+        repeat={"frequency": 2, "period": 1, "periodUnit": "d"},
+        supply=2,
+        repeats=0,
+    )
+
+
+def administration(admin_id: str, request_id: str, *, status: str = "completed") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": admin_id,
+        "status": status,
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "6809"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "effectiveDateTime": "2026-12-01T08:05:00Z",
+        "request": {"reference": f"MedicationRequest/{request_id}"},
+        "dosage": {"dose": _tablets(1)},
+    }
+
+
+def dispense() -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationDispense",
+        "id": "md-warfarin-1",
+        "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "11289"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "authorizingPrescription": [{"reference": "MedicationRequest/mr-warfarin"}],
+        "quantity": _tablets(30),
+        "whenHandedOver": "2026-12-01T10:00:00Z",
+    }
+
+
+def statement_not_taken() -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": "ms-aspirin-1",
+        "status": "not-taken",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1191"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "basedOn": [{"reference": "MedicationRequest/mr-aspirin"}],
+        "effectiveDateTime": "2026-12-01T08:30:00Z",
+        "dateAsserted": "2026-12-01T12:00:00Z",
+    }
+
+
+async def publish_fhir(settings: Settings, *values: bytes) -> None:
+    topic = settings.topic_name("fhir-resources")
+    await produce(settings, topic, [(PATIENT.encode(), value) for value in values])
+
+
+async def settled(settings: Settings) -> None:
+    """Everything published so far handled: the FHIR record, then the events it became."""
+    names = ["fhir-resources", "medication-events", "schedule-events"]
+    for _ in range(2):
+        await wait_until_committed(
+            settings, settings.app_id, [settings.topic_name(n) for n in names], 90
+        )
+
+
+def by_type(records: list[Any]) -> Counter[str]:
+    return Counter(value["event_type"] for value in values(records))
+
+
+async def test_bundles_of_every_resource_type_become_events_then_alerts_and_reminders(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    clock = ShiftedClock()
+    use_clock(medstream, clock)
+    store = medstream.patients.store
+    topic = settings.topic_name
+    async with running(medstream):
+        await publish_fhir(settings, bundle(patient(), warfarin(), aspirin(), metformin()))
+        await wait_for(lambda: len(store.written_state(PATIENT).medications) == 3, 60)
+        await publish_fhir(
+            settings,
+            bundle(administration("ma-1", "mr-metformin"), administration("ma-2", "mr-metformin")),
+            bundle(dispense(), kind="collection"),
+            bundle(statement_not_taken(), kind="searchset"),
+        )
+        await settled(settings)
+        medication = await consume(settings, topic("medication-events"), 7, 30)
+        assert by_type(medication) == {
+            "MedicationPrescribed": 3,
+            "DoseTaken": 2,
+            "RefillDispensed": 1,
+            "DoseSkipped": 1,
+        }
+        assert all(record.key == PATIENT.encode() for record in medication)
+        schedules = values(await consume(settings, topic("schedule-events"), 3, 30))
+        assert Counter(s["event_type"] for s in schedules) == {"ScheduleSet": 3}
+        [warfarin_schedule] = [s for s in schedules if s["medication_id"] == "mr-warfarin"]
+        assert warfarin_schedule["times_of_day"] == ["20:00:00"]
+        # warfarin with aspirin: an interaction warning; the last two metformin tablets taken
+        # with no refill left: refill alerts.
+        warnings = values(await consume(settings, topic("interaction-warnings"), 1, 30))
+        assert {tuple(sorted(w["medication_ids"])) for w in warnings} == {
+            ("mr-aspirin", "mr-warfarin")
+        }
+        alerts = values(await consume(settings, topic("refill-alerts"), 1, 30))
+        assert {a["medication_id"] for a in alerts} == {"mr-metformin"}
+        # The warfarin schedule's next 20:00 comes due: a reminder.
+        zone = ZoneInfo(warfarin_schedule["timezone"])
+        now = clock().astimezone(zone)
+        slot = now.replace(hour=20, minute=0, second=0, microsecond=0)
+        if slot <= now + timedelta(minutes=5):
+            slot += timedelta(days=1)
+        clock.reach_in(slot.astimezone(UTC), 2.0)
+        reminders = values(await consume(settings, topic("medication-reminders"), 1, 60))
+        assert [r["medication_id"] for r in reminders if r["event_type"] == "ReminderDue"] == [
+            "mr-warfarin"
+        ]
+
+
+async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_nothing(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    store = medstream.patients.store
+    topic = settings.topic_name
+    first = bundle(patient(), warfarin(), aspirin())
+    async with running(medstream):
+        await publish_fhir(settings, first)
+        await wait_for(lambda: "mr-warfarin" in store.written_state(PATIENT).schedules, 60)
+        await settled(settings)
+        before = {
+            name: len(await consume(settings, topic(name), 100, 3))
+            for name in ("interaction-warnings", "refill-alerts")
+        }
+        state_before = store.written_state(PATIENT)
+        # The same Bundle again: the same event ids, every one a repeat.
+        await publish_fhir(settings, first)
+        await settled(settings)
+        assert store.written_state(PATIENT) == state_before
+        for name, count in before.items():
+            assert len(await consume(settings, topic(name), 100, 3)) == count, name
+        ids = [
+            v["event_id"] for v in values(await consume(settings, topic("schedule-events"), 4, 10))
+        ]
+        assert len(ids) == 4, ids
+        assert len(set(ids)) == 2, ids
+        # A new version of the request, stopped: its schedule is cleared, so no more reminders.
+        stopped = warfarin(status="stopped", authored="2026-12-01T15:00:00Z")
+        stopped["meta"] = {"versionId": "2", "lastUpdated": "2026-12-01T15:00:00Z"}
+        await publish_fhir(settings, bundle(stopped))
+        await wait_for(lambda: "mr-warfarin" not in store.written_state(PATIENT).schedules, 60)
+        events = by_type(await consume(settings, topic("medication-events"), 100, 5))
+        assert events["MedicationDiscontinued"] == 1
+        cleared = by_type(await consume(settings, topic("schedule-events"), 100, 5))
+        assert cleared["ScheduleCleared"] == 1
+
+
+def unmappable() -> dict[str, tuple[bytes, str]]:
+    """Each case: the record, and the FHIR path its dead letter must name."""
+    prn = warfarin()
+    prn["dosageInstruction"][0] = {
+        "asNeededBoolean": True,
+        "doseAndRate": [{"doseQuantity": _tablets(1)}],
+    }
+    every_other_day = request(
+        "mr-eod",
+        coded("11289", "warfarin", "Warfarin"),
+        repeat={"frequency": 1, "period": 2, "periodUnit": "d"},
+    )
+    other_unit = metformin()
+    other_unit["dispenseRequest"]["quantity"] = {
+        "value": 500,
+        "unit": "mL",
+        "system": UCUM,
+        "code": "mL",
+    }
+    nameless = request("mr-nameless", {"medicationCodeableConcept": {"coding": [{"system": NDC}]}})
+    return {
+        "prn": (bundle(prn), "dosageInstruction[0]"),
+        "every other day": (bundle(every_other_day), "timing.repeat"),
+        "unit": (bundle(other_unit), "dispenseRequest.quantity"),
+        "no code or text": (bundle(nameless), "medicationCodeableConcept"),
+        "not FHIR": (b'{"resourceType": "MedicationRequest", "status": 42}', "MedicationRequest"),
+        "not JSON": (b"\xff not json", ""),
+    }
+
+
+async def test_every_unmappable_case_is_dead_lettered_whole_with_its_fhir_path(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    medstream = create_app(settings)
+    cases = unmappable()
+    store = medstream.patients.store
+    async with running(medstream):
+        await publish_fhir(settings, *(value for value, _ in cases.values()))
+        letters = values(
+            await consume(settings, settings.topic_name("dead-letters"), len(cases), 60)
+        )
+        # The stream goes on: a good Bundle after them is mapped and applied.
+        await publish_fhir(settings, bundle(patient(), aspirin()))
+        await wait_for(lambda: "mr-aspirin" in store.written_state(PATIENT).medications, 60)
+    assert len(letters) == len(cases), [letter["error_message"] for letter in letters]
+    for (name, (value, path)), letter in zip(cases.items(), letters, strict=True):
+        assert letter["original_topic"] == settings.topic_name("fhir-resources"), name
+        assert letter["error_type"].startswith("Fhir"), (name, letter["error_type"])
+        assert path in letter["error_message"], (name, letter["error_message"])
+        # The original resource is kept whole, for a replay after a fix.
+        assert base64.b64decode(letter["value"]) == value, name
+        # No patient data in the reason.
+        for secret in ("Ada", "Example", "MRN-000042", PATIENT):
+            assert secret not in letter["error_message"], (name, secret)
