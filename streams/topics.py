@@ -43,6 +43,8 @@ class TopicSpec:
     # The setting (a field of Settings, in days) that bounds how long the topic keeps records,
     # for topics that hold patient data verbatim; None: the broker's log.retention.
     retention_days_setting: str | None = None
+    # What a topic that carries no contract events holds instead (docs/events.md says it).
+    carries: str | None = None
 
     def partition_count(self, settings: Settings) -> int:
         return self.partitions or settings.topic_partitions
@@ -72,7 +74,15 @@ SCHEDULE_EVENTS = TopicSpec("schedule-events", Direction.IN, ("ScheduleSet", "Sc
 PATIENT_EVENTS = TopicSpec("patient-events", Direction.IN, ("ContactPreferencesSet",))
 # FHIR R4 JSON resources and Bundles from EHRs and pharmacy systems (docs/fhir.md), not contract
 # events: the FHIR intake maps them onto the two topics above.
-FHIR_RESOURCES = TopicSpec("fhir-resources", Direction.IN, ())
+FHIR_RESOURCES = TopicSpec(
+    "fhir-resources",
+    Direction.IN,
+    (),
+    carries=(
+        "FHIR R4 JSON resources and Bundles, mapped onto the two topics above "
+        "([fhir.md](fhir.md))"
+    ),
+)
 MEDICATION_REMINDERS = TopicSpec(
     "medication-reminders", Direction.OUT, ("ReminderDue", "DoseMissed")
 )

@@ -179,6 +179,8 @@ def _topics_table(catalog: SchemaCatalog) -> list[str]:
             f"[{name}](#{_anchor(name)})" if catalog.by_name(name) else name
             for name in spec.event_types
         )
+        if spec.carries is not None:
+            events = spec.carries
         lines.append(f"| `{spec.base_name}` | {spec.direction.value} | {events} |")
     return [*lines, ""]
 

@@ -72,12 +72,15 @@ async def test_no_record_stops_the_agent(medstream: Medstream, emitted: Emitted)
         b"\x00" * 4096,
         b"[]",
         b'{"resourceType": "Bundle", "type": "collection", "entry": "nope"}',
-        json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [{}] * 500}).encode(),
         b'{"resourceType": "' + b"A" * 100_000 + b'"}',
     ]
+    # Valid, and nothing to map: 500 entries without a resource (a batch of requests).
+    empty = json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [{}] * 500})
     async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
         for value in hostile:
             await feed.put(FHIR, value, key=None)
+        await feed.put(FHIR, empty.encode(), key=None)
+        assert emitted == [(t, e) for t, e in emitted if isinstance(e, DeadLetter)]
         await feed.put(FHIR, bundle(patient(), metformin()), key=PATIENT.encode())
     letters = [letter for _, letter in of_type(emitted, DeadLetter)]
     assert len(letters) == len(hostile)

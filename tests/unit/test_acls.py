@@ -5,6 +5,7 @@ from __future__ import annotations
 from streams import acls
 from streams.settings import REPOSITORY_ROOT, Settings
 from streams.topics import INPUT_TOPICS
+from streams.topology import MAP_FHIR_RESOURCES
 
 
 def test_the_readme_lists_the_acls_of_streams_acls() -> None:
@@ -17,9 +18,23 @@ def test_the_readme_lists_the_acls_of_streams_acls() -> None:
 def test_only_the_publisher_writes_the_inputs_and_only_the_worker_creates() -> None:
     settings = Settings(topic_prefix="p.", app_id="app")
     inputs = {settings.topic_name(spec.base_name) for spec in INPUT_TOPICS}
+    # The worker's FHIR intake writes the contract events it maps FHIR onto, nothing else.
+    mapped_onto = {settings.topic_name(spec.base_name) for spec in MAP_FHIR_RESOURCES.writes}
     for role, found in acls.role_acls(settings).items():
         writes = {acl.name for acl in found if "Write" in acl.operations}
-        assert bool(writes & inputs) is (role == acls.PUBLISHER), role
+        if role == acls.PUBLISHER:
+            assert writes == inputs
+        elif role == acls.WORKER:
+            assert (
+                writes & inputs
+                == mapped_onto & inputs
+                == {
+                    settings.topic_name("medication-events"),
+                    settings.topic_name("schedule-events"),
+                }
+            )
+        else:
+            assert not writes & inputs, role
         creates = {acl.name for acl in found if "Create" in acl.operations}
         assert not creates or role == acls.WORKER
         assert creates <= {

@@ -24,12 +24,20 @@ from streams.topics import (
     AUDIT_LOG,
     CONTROL,
     EVERY_TOPIC,
+    FHIR_RESOURCES,
     INPUT_TOPICS,
     INTERACTION_WARNINGS,
+    PATIENT_EVENTS,
     REFILL_ALERTS,
     TopicSpec,
 )
-from streams.topology import AGENTS, DELIVERY_LEDGER_TABLE, PATIENT_STATE_TABLE, TIMERS
+from streams.topology import (
+    AGENTS,
+    DELIVERY_LEDGER_TABLE,
+    MAP_FHIR_RESOURCES,
+    PATIENT_STATE_TABLE,
+    TIMERS,
+)
 
 KUBERNETES = REPOSITORY_ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(path.parent for path in (KUBERNETES / "overlays").glob("*/kustomization.yaml"))
@@ -329,7 +337,11 @@ def test_the_worker_may_do_what_the_topology_does(
     assert {name for name, ops in operations.items() if "Write" in ops} == writes
     # At start it lists every topic of the contract (ensure_topics): it must see them all.
     assert names(settings, EVERY_TOPIC) <= set(operations)
-    assert not names(settings, INPUT_TOPICS) & writes
+    # Of the inputs, only the FHIR intake's two contract topics (what it maps FHIR onto).
+    assert names(settings, INPUT_TOPICS) & writes == names(settings, MAP_FHIR_RESOURCES.writes) & (
+        names(settings, INPUT_TOPICS)
+    )
+    assert names(settings, [PATIENT_EVENTS, FHIR_RESOURCES]).isdisjoint(writes)
     assert set().union(*operations.values()) <= {"Describe", "Read", "Write", "Create"}
     # Create only on Faust's own topics, which Faust asks to create at start.
     creates = {name for name, ops in operations.items() if "Create" in ops}
