@@ -79,8 +79,7 @@ FHIR_RESOURCES = TopicSpec(
     Direction.IN,
     (),
     carries=(
-        "FHIR R4 JSON resources and Bundles, mapped onto the two topics above "
-        "([fhir.md](fhir.md))"
+        "FHIR R4 JSON resources and Bundles, mapped onto the two topics above ([fhir.md](fhir.md))"
     ),
 )
 MEDICATION_REMINDERS = TopicSpec(
