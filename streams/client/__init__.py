@@ -4,7 +4,7 @@ See docs/client.md.
 """
 
 from streams.client.ids import DEFAULT_DEDUP_WINDOW, RecentIds, client_event_id
-from streams.client.publisher import Publisher
+from streams.client.publisher import FhirRefusedError, Publisher
 from streams.client.subscriber import ALERT_TOPICS, Alert, Subscriber, Undecodable
 from streams.contracts.codecs import EventValidationError
 from streams.contracts.models import ContactChannel, QuietHours
@@ -17,6 +17,7 @@ __all__ = [
     "ChannelKind",
     "ContactChannel",
     "EventValidationError",
+    "FhirRefusedError",
     "Publisher",
     "QuietHours",
     "RecentIds",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -27,12 +28,25 @@ from streams.contracts.models import (
 )
 from streams.contracts.schemas import default_catalog
 from streams.contracts.vocabulary import Weekday
+from streams.fhir import FhirMapping, FhirProblem, FhirRules, map_fhir_record
 from streams.kafka_client import client_options
 from streams.observability import tracing
-from streams.publish import INPUT_EVENT_TOPIC
+from streams.publish import INPUT_EVENT_TOPIC, fhir_record_key
 from streams.settings import OutputEncoding, Settings
+from streams.topics import FHIR_RESOURCES
 
 E = TypeVar("E", bound=Event)
+
+
+class FhirRefusedError(ValueError):
+    """A FHIR resource or Bundle that does not map whole to contract events."""
+
+    def __init__(self, problems: Sequence[FhirProblem]) -> None:
+        self.problems = tuple(problems)
+        shown = "; ".join(f"{p.path}: {p.error_type}: {p.reason}" for p in self.problems[:5])
+        more = len(self.problems) - 5
+        super().__init__(shown + (f"; and {more} more" if more > 0 else ""))
+
 
 INPUT_EVENT_TYPES = frozenset(INPUT_EVENT_TOPIC)
 # The envelope fields a Publisher fills in itself (occurred_at: now, unless given).
@@ -129,6 +143,27 @@ class Publisher:
         validated = self._validated(type(event), event.model_dump(mode="json"))
         await self._send(validated)
         return validated
+
+    async def publish_fhir(self, resource: Mapping[str, Any] | bytes) -> FhirMapping:
+        """Publish one FHIR R4 resource or Bundle (a dict, or its JSON) to ``fhir-resources``,
+        after mapping it as the worker will; returns that mapping once the broker acknowledged
+        the record. A resource that cannot be mapped whole raises ``FhirRefusedError`` (its
+        problems: FHIR paths and reasons, no values) and publishes nothing: the worker would
+        dead-letter it. The record is keyed by its patient (docs/fhir.md)."""
+        value = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+        mapping = map_fhir_record(value, FhirRules.from_settings(self.settings))
+        if mapping.problems:
+            raise FhirRefusedError(mapping.problems)
+        if self._producer is None:
+            raise RuntimeError("the Publisher is not started: use 'async with Publisher(...)'")
+        topic = self.settings.topic_name(FHIR_RESOURCES.base_name)
+        patients = list(dict.fromkeys(str(event["patient_id"]) for event in mapping.events))
+        with tracing.produce_span(topic, "FHIR", new_trace=True) as headers:
+            future = await self._producer.send(
+                topic, value, key=fhir_record_key(patients), headers=headers
+            )
+        await future
+        return mapping
 
     async def _send(self, event: Event) -> None:
         if self._producer is None:

@@ -111,3 +111,16 @@ async def test_the_published_story_comes_back_as_a_refill_alert(settings: Settin
     [line] = alerts.splitlines()
     assert line.startswith("RefillAlert refill-")
     assert line.endswith("LOW_SUPPLY supply=9")
+
+
+async def test_a_fhir_bundle_comes_back_as_its_reminder(settings: Settings) -> None:
+    await ensure_topics(settings)
+    async with running(create_app(settings)):
+        output = await run_example(
+            settings, "fhir_bundle_to_reminder.py", "fhir-example", "--lead", "25", timeout=240
+        )
+    lines = output.splitlines()
+    assert [line.split()[3] for line in lines[:-1]] == ["MedicationPrescribed", "ScheduleSet"]
+    assert all(line.split()[4].startswith("fhir-") for line in lines[:-1])
+    assert lines[-1].startswith("ReminderDue ")
+    assert " Metformin 500 mg tablet 1 tablet for " in lines[-1]
