@@ -11,7 +11,7 @@ from streams.app import Medstream
 from streams.contracts.models import DeadLetter, MedicationPrescribed, ScheduleSet
 from streams.topology import MAP_FHIR_RESOURCES
 from tests.agents.harness import Emitted, feeding, of_type
-from tests.integration.test_fhir_intake import PATIENT, bundle, metformin, patient, unmappable
+from tests.fhir_scenarios import PATIENT, bundle, metformin, patient, unmappable
 
 FHIR = "fhir-resources"
 

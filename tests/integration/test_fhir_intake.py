@@ -6,7 +6,6 @@ Bundle changes nothing; what cannot be mapped is dead-lettered with its FHIR pat
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections import Counter
 from datetime import UTC, timedelta
@@ -16,171 +15,20 @@ from zoneinfo import ZoneInfo
 from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.fhir_scenarios import (
+    PATIENT,
+    administration,
+    aspirin,
+    bundle,
+    dispense,
+    metformin,
+    patient,
+    statement_not_taken,
+    unmappable,
+    warfarin,
+)
 from tests.integration.test_patient_state import ShiftedClock, use_clock, values, wait_for
 from tests.kafka_helpers import consume, produce, running, wait_until_committed
-
-PATIENT = "fhir-p1"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-NDC = "http://hl7.org/fhir/sid/ndc"
-UCUM = "http://unitsofmeasure.org"
-MRN = "urn:oid:2.16.840.1.113883.19.5"
-
-
-def _tablets(value: float) -> dict[str, Any]:
-    return {"value": value, "unit": "tablet", "system": UCUM, "code": "{tbl}"}
-
-
-def request(
-    request_id: str,
-    medication: dict[str, Any],
-    *,
-    status: str = "active",
-    repeat: dict[str, Any] | None = None,
-    dose: float = 1,
-    supply: float = 30,
-    repeats: int = 2,
-    authored: str = "2026-11-30T09:00:00Z",
-) -> dict[str, Any]:
-    """A MedicationRequest as an EHR exports it: identifiers, an extension, a dosage with a
-    text, timing and dose, and a dispense request."""
-    return {
-        "resourceType": "MedicationRequest",
-        "id": request_id,
-        "meta": {"versionId": "1", "lastUpdated": authored},
-        "extension": [
-            {
-                "url": "http://example.org/fhir/StructureDefinition/order-source",
-                "valueString": "cpoe",
-            }
-        ],
-        "identifier": [{"system": "urn:oid:1.2.3.4.5", "value": f"order-{request_id}"}],
-        "status": status,
-        "intent": "order",
-        "subject": {"reference": f"Patient/{PATIENT}", "display": "Ada Example"},
-        "authoredOn": authored,
-        **medication,
-        "dosageInstruction": [
-            {
-                "text": "take as directed",
-                "timing": {"repeat": repeat or {"frequency": 1, "period": 1, "periodUnit": "d"}},
-                "doseAndRate": [{"doseQuantity": _tablets(dose)}],
-            }
-        ],
-        "dispenseRequest": {"quantity": _tablets(supply), "numberOfRepeatsAllowed": repeats},
-    }
-
-
-def coded(rxnorm: str, display: str, text: str) -> dict[str, Any]:
-    """``medicationCodeableConcept`` with an NDC coding before the RxNorm one."""
-    return {
-        "medicationCodeableConcept": {
-            "coding": [
-                {"system": NDC, "code": "00093-0058-01", "display": display},
-                {"system": RXNORM, "code": rxnorm, "display": display},
-            ],
-            "text": text,
-        }
-    }
-
-
-def entry(resource: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "fullUrl": f"urn:uuid:{resource['resourceType'].lower()}-{resource['id']}",
-        "resource": resource,
-        "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
-    }
-
-
-def bundle(*resources: dict[str, Any], kind: str = "transaction") -> bytes:
-    return json.dumps(
-        {"resourceType": "Bundle", "type": kind, "entry": [entry(r) for r in resources]}
-    ).encode()
-
-
-def patient() -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": PATIENT,
-        "identifier": [{"system": MRN, "value": "MRN-000042"}],
-        "name": [{"family": "Example", "given": ["Ada"]}],
-        "birthDate": "1950-01-01",
-    }
-
-
-def warfarin(**changes: Any) -> dict[str, Any]:
-    return request(
-        "mr-warfarin",
-        coded("11289", "warfarin", "Warfarin sodium 5 mg tablet"),
-        repeat={"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["20:00:00"]},
-        **changes,
-    )
-
-
-def aspirin() -> dict[str, Any]:
-    # The medication as a contained resource, referenced from the request.
-    medication = {
-        "contained": [
-            {
-                "resourceType": "Medication",
-                "id": "med-asa",
-                "code": {
-                    "coding": [{"system": RXNORM, "code": "1191", "display": "aspirin"}],
-                    "text": "Aspirin 81 mg chewable tablet",
-                },
-            }
-        ],
-        "medicationReference": {"reference": "#med-asa"},
-    }
-    return request("mr-aspirin", medication, repeat={"when": ["MORN"]}, supply=90)
-
-
-def metformin() -> dict[str, Any]:
-    return request(
-        "mr-metformin",
-        coded("6809", "metformin", "Metformin 500 mg tablet"),
-        repeat={"frequency": 2, "period": 1, "periodUnit": "d"},
-        supply=2,
-        repeats=0,
-    )
-
-
-def administration(admin_id: str, request_id: str, *, status: str = "completed") -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationAdministration",
-        "id": admin_id,
-        "status": status,
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "6809"}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
-        "effectiveDateTime": "2026-12-01T08:05:00Z",
-        "request": {"reference": f"MedicationRequest/{request_id}"},
-        "dosage": {"dose": _tablets(1)},
-    }
-
-
-def dispense() -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationDispense",
-        "id": "md-warfarin-1",
-        "status": "completed",
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "11289"}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
-        "authorizingPrescription": [{"reference": "MedicationRequest/mr-warfarin"}],
-        "quantity": _tablets(30),
-        "whenHandedOver": "2026-12-01T10:00:00Z",
-    }
-
-
-def statement_not_taken() -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationStatement",
-        "id": "ms-aspirin-1",
-        "status": "not-taken",
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1191"}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
-        "basedOn": [{"reference": "MedicationRequest/mr-aspirin"}],
-        "effectiveDateTime": "2026-12-01T08:30:00Z",
-        "dateAsserted": "2026-12-01T12:00:00Z",
-    }
 
 
 async def publish_fhir(settings: Settings, *values: bytes) -> None:
@@ -307,36 +155,6 @@ async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_
         assert events["MedicationDiscontinued"] == 1
         cleared = by_type(await consume(settings, topic("schedule-events"), 100, 5))
         assert cleared["ScheduleCleared"] == 1
-
-
-def unmappable() -> dict[str, tuple[bytes, str]]:
-    """Each case: the record, and the FHIR path its dead letter must name."""
-    prn = warfarin()
-    prn["dosageInstruction"][0] = {
-        "asNeededBoolean": True,
-        "doseAndRate": [{"doseQuantity": _tablets(1)}],
-    }
-    every_other_day = request(
-        "mr-eod",
-        coded("11289", "warfarin", "Warfarin"),
-        repeat={"frequency": 1, "period": 2, "periodUnit": "d"},
-    )
-    other_unit = metformin()
-    other_unit["dispenseRequest"]["quantity"] = {
-        "value": 500,
-        "unit": "mL",
-        "system": UCUM,
-        "code": "mL",
-    }
-    nameless = request("mr-nameless", {"medicationCodeableConcept": {"coding": [{"system": NDC}]}})
-    return {
-        "prn": (bundle(prn), "dosageInstruction[0]"),
-        "every other day": (bundle(every_other_day), "timing.repeat"),
-        "unit": (bundle(other_unit), "dispenseRequest.quantity"),
-        "no code or text": (bundle(nameless), "medicationCodeableConcept"),
-        "not FHIR": (b'{"resourceType": "MedicationRequest", "status": 42}', "MedicationRequest"),
-        "not JSON": (b"\xff not json", ""),
-    }
 
 
 async def test_every_unmappable_case_is_dead_lettered_whole_with_its_fhir_path(
