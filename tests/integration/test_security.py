@@ -184,8 +184,9 @@ async def test_a_worker_with_only_its_acls_processes_events_end_to_end(
         assert alerts, worker.log_tail()
         assert {alert["patient_id"] for alert in alerts} == {events.patient_id}
         assert worker.running, worker.log_tail()
-        # Its ACLs stop at what the topology writes: no Write on an input or the control topic.
-        for topic in ("medication-events", "medstream-control"):
+        # Its ACLs stop at what the topology writes: no Write on the control topic nor on the
+        # inputs its FHIR intake does not map onto.
+        for topic in ("patient-events", "fhir-resources", "medstream-control"):
             with pytest.raises(TopicAuthorizationFailedError):
                 await produce_one(worker_settings, worker_settings.topic_name(topic))
     finally:
@@ -211,7 +212,7 @@ async def test_a_client_without_credentials_is_refused(secured: Secured) -> None
 
 async def test_the_publisher_writes_the_inputs_and_is_refused_an_output(secured: Secured) -> None:
     publisher = secured.settings("publisher")
-    for topic in ("medication-events", "schedule-events", "patient-events"):
+    for topic in ("medication-events", "schedule-events", "patient-events", "fhir-resources"):
         await produce_one(publisher, publisher.topic_name(topic))
     with pytest.raises(TopicAuthorizationFailedError):
         await produce_one(publisher, publisher.topic_name("refill-alerts"))
