@@ -149,7 +149,7 @@ def _publish_fhir(args: argparse.Namespace) -> int:
 
     from streams.fhir import FhirRules, map_fhir_record
     from streams.observability.tracing import configure_tracing
-    from streams.publish import fhir_record_key, publish_fhir
+    from streams.publish import fhir_record_key, mapped_patients, publish_fhir
 
     settings = _settings()
     value = args.file.read_bytes()
@@ -173,7 +173,7 @@ def _publish_fhir(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"maps to {summary}; nothing published (--dry-run)")
         return 0
-    patients = list(dict.fromkeys(str(event["patient_id"]) for event in mapping.events))
+    patients = mapped_patients(mapping.events)
     if len(patients) > 1:
         print(
             f"{len(patients)} patients in one record: publish one Bundle per patient to keep "
@@ -181,7 +181,7 @@ def _publish_fhir(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     configure_tracing()
-    topic = asyncio.run(publish_fhir(settings, value, fhir_record_key(patients)))
+    topic = asyncio.run(publish_fhir(settings, value, fhir_record_key(mapping.events)))
     print(f"published 1 FHIR record to {topic}: maps to {summary}")
     return 0
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -148,10 +149,16 @@ async def _started_producer(settings: Settings) -> AIOKafkaProducer:
     return producer
 
 
-def fhir_record_key(patient_ids: Sequence[str]) -> bytes | None:
+def mapped_patients(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The patients a FHIR record's mapped events are about, in their order."""
+    return list(dict.fromkeys(str(event["patient_id"]) for event in events))
+
+
+def fhir_record_key(events: Sequence[Mapping[str, Any]]) -> bytes | None:
     """The key of a FHIR record: its patient's id, so that one patient's resources stay on one
     partition and in order (a Bundle of several patients is keyed by the first)."""
-    return patient_ids[0].encode("utf-8") if patient_ids else None
+    patients = mapped_patients(events)
+    return patients[0].encode("utf-8") if patients else None
 
 
 async def publish_fhir(settings: Settings, value: bytes, key: bytes | None) -> str:

@@ -157,10 +157,9 @@ class Publisher:
         if self._producer is None:
             raise RuntimeError("the Publisher is not started: use 'async with Publisher(...)'")
         topic = self.settings.topic_name(FHIR_RESOURCES.base_name)
-        patients = list(dict.fromkeys(str(event["patient_id"]) for event in mapping.events))
         with tracing.produce_span(topic, "FHIR", new_trace=True) as headers:
             future = await self._producer.send(
-                topic, value, key=fhir_record_key(patients), headers=headers
+                topic, value, key=fhir_record_key(mapping.events), headers=headers
             )
         await future
         return mapping

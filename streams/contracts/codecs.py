@@ -89,15 +89,16 @@ class WriterSchemaSource(Protocol):
         """The parsed schema of an id already fetched, else None."""
 
 
-def _string_leaves(value: Any) -> Iterator[str]:
+def string_leaves(value: Any) -> Iterator[str]:
+    """Every string inside a decoded JSON value (at any depth)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, Mapping):
         for item in value.values():
-            yield from _string_leaves(item)
+            yield from string_leaves(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _string_leaves(item)
+            yield from string_leaves(item)
 
 
 def scrub(message: str, payload: Any) -> str:
@@ -107,7 +108,7 @@ def scrub(message: str, payload: Any) -> str:
     should a library ever echo an input value into its text.
     """
     # Event types are contract words: a message shows one only when it is the contract's own.
-    leaves = set(_string_leaves(payload)) - _CONTRACT_WORDS
+    leaves = set(string_leaves(payload)) - _CONTRACT_WORDS
     for leaf in sorted(leaves, key=len, reverse=True):
         if len(leaf) >= 3 and leaf in message:
             message = message.replace(leaf, "<redacted>")

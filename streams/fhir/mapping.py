@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from streams.contracts.codecs import describe_validation_error
+from streams.contracts.codecs import describe_validation_error, string_leaves
 from streams.contracts.models import (
     DoseSkipped,
     DoseTaken,
@@ -304,24 +304,13 @@ def _map_located(
 # --- problems without patient data ----------------------------------------------------------
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def _problem(path: str, error_type: str, reason: str, raw: Any) -> FhirProblem:
     """A problem whose reason is scrubbed of any string value the record carried that is not
     a FHIR word (a status code, a resourceType). Reasons are built from element names and
     codes; this is the second line of defence, against a library message that echoes a
     value. Paths are built from element names and indexes only."""
     safe = _SAFE_WORDS | set(_resource_types(raw))
-    leaves = set(_strings(raw))
+    leaves = set(string_leaves(raw))
     # The logical id in a reference (Patient/123, https://.../Patient/123) is a value too.
     leaves |= {part for leaf in leaves for part in leaf.split("/") if _model_class(part) is None}
     leaves = {leaf for leaf in leaves if len(leaf) >= 3} - safe
