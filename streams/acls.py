@@ -17,16 +17,11 @@ from streams.topics import (
     ALL_TOPICS,
     AUDIT_LOG,
     CONTROL,
+    DOWNSTREAM_TOPICS,
     INPUT_TOPICS,
     NOTIFICATION_RELEASES,
 )
-from streams.topology import (
-    AGENTS,
-    DELIVERY_LEDGER_TABLE,
-    NOTIFY_ALERTS,
-    PATIENT_STATE_TABLE,
-    TIMERS,
-)
+from streams.topology import AGENTS, DELIVERY_LEDGER_TABLE, PATIENT_STATE_TABLE, TIMERS
 
 CREATE_ACLS_PROGRAM = REPOSITORY_ROOT / "deploy" / "kafka" / "CreateAcls.java"
 
@@ -37,13 +32,19 @@ DOWNSTREAM = "downstream"
 ROLES = (WORKER, PUBLISHER, OPERATOR, DOWNSTREAM)
 
 
+LITERAL = "literal"
+PREFIXED = "prefixed"
+
+
 @dataclass(frozen=True)
 class Acl:
-    """Allow ``operations`` on one literal resource (a topic or a consumer group)."""
+    """Allow ``operations`` on a resource (a topic or a consumer group): the one named ``name``
+    (literal), or every one whose name starts with it (prefixed)."""
 
     resource_type: str  # "topic" or "group"
     name: str
     operations: tuple[str, ...]
+    pattern: str = LITERAL
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -61,15 +62,16 @@ def downstream_group(settings: Settings) -> str:
     return f"{settings.app_id}-downstream"
 
 
-def _merge(entries: Iterable[tuple[str, str, tuple[str, ...]]]) -> tuple[Acl, ...]:
-    merged: dict[tuple[str, str], list[str]] = {}
-    for resource_type, name, operations in entries:
-        wanted = merged.setdefault((resource_type, name), [])
-        wanted.extend(op for op in operations if op not in wanted)
+def _merge(entries: Iterable[tuple[str, str, tuple[str, ...]] | Acl]) -> tuple[Acl, ...]:
+    merged: dict[tuple[str, str, str], list[str]] = {}
+    for entry in entries:
+        acl = entry if isinstance(entry, Acl) else Acl(*entry)
+        wanted = merged.setdefault((acl.resource_type, acl.name, acl.pattern), [])
+        wanted.extend(op for op in acl.operations if op not in wanted)
     order = ("Describe", "Read", "Write", "Create")
     return tuple(
-        Acl(resource_type, name, tuple(sorted(ops, key=order.index)))
-        for (resource_type, name), ops in merged.items()
+        Acl(resource_type, name, tuple(sorted(ops, key=order.index)), pattern)
+        for (resource_type, name, pattern), ops in merged.items()
     )
 
 
@@ -125,12 +127,14 @@ def operator_acls(settings: Settings) -> tuple[Acl, ...]:
 
 
 def downstream_acls(settings: Settings) -> tuple[Acl, ...]:
-    """A consumer of the alerts (what the notify-alerts agent reads), in its own group."""
-    entries: list[tuple[str, str, tuple[str, ...]]] = [
+    """A consumer of the alerts and the notifications (what the Subscriber reads). Its groups
+    are those named with the downstream group as a prefix, so that each downstream service
+    has one of its own (``medstream-downstream-billing``), never the workers' group."""
+    entries: list[tuple[str, str, tuple[str, ...]] | Acl] = [
         ("topic", settings.topic_name(spec.base_name), ("Describe", "Read"))
-        for spec in NOTIFY_ALERTS.reads
+        for spec in DOWNSTREAM_TOPICS
     ]
-    entries.append(("group", downstream_group(settings), ("Read",)))
+    entries.append(Acl("group", downstream_group(settings), ("Read",), PREFIXED))
     return _merge(entries)
 
 
@@ -145,7 +149,8 @@ def role_acls(settings: Settings) -> dict[str, tuple[Acl, ...]]:
 
 
 def acl_lines(settings: Settings, users: Mapping[str, str]) -> list[str]:
-    """The CreateAcls program's input: principal, resource type, name, operation per line.
+    """The CreateAcls program's input: principal, resource type, name, operation and pattern
+    type per line, tab-separated.
 
     ``users`` maps a role to its SCRAM user name.
     """
@@ -157,7 +162,7 @@ def acl_lines(settings: Settings, users: Mapping[str, str]) -> list[str]:
             for operation in acl.operations:
                 lines.append(
                     f"User:{users[role]}\t{acl.resource_type.upper()}\t{acl.name}\t"
-                    f"{operation.upper()}"
+                    f"{operation.upper()}\t{acl.pattern.upper()}"
                 )
     return lines
 
@@ -200,7 +205,8 @@ def render_markdown(settings: Settings | None = None) -> str:
     lines = ["| principal | resource | name | operations |", "|---|---|---|---|"]
     for role, acls in role_acls(settings).items():
         for acl in acls:
+            name = f"names starting `{acl.name}`" if acl.pattern == PREFIXED else f"`{acl.name}`"
             lines.append(
-                f"| `{role}` | {acl.resource_type} | `{acl.name}` | {', '.join(acl.operations)} |"
+                f"| `{role}` | {acl.resource_type} | {name} | {', '.join(acl.operations)} |"
             )
     return "\n".join(lines) + "\n"

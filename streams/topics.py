@@ -125,6 +125,10 @@ EVERY_TOPIC = ALL_TOPICS + INTERNAL_TOPICS
 INPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.IN)
 EVENT_INPUT_TOPICS = tuple(spec for spec in INPUT_TOPICS if spec.event_types)
 OUTPUT_TOPICS = tuple(spec for spec in ALL_TOPICS if spec.direction is Direction.OUT)
+# What downstream consumers read (the Subscriber, the downstream role's ACLs): the alerts, and
+# the notifier's outcomes of delivering them.
+ALERT_TOPICS: tuple[TopicSpec, ...] = (MEDICATION_REMINDERS, REFILL_ALERTS, INTERACTION_WARNINGS)
+DOWNSTREAM_TOPICS: tuple[TopicSpec, ...] = (*ALERT_TOPICS, NOTIFICATIONS)
 
 
 # How long topic creation tries again while a broker of the cluster is unreachable.

@@ -1,5 +1,6 @@
 // Creates the ACLs read from standard input, one a line: principal, resource type (TOPIC or
-// GROUP), resource name, operation, tab-separated; literal patterns, Allow, any host.
+// GROUP), resource name, operation and, optionally, pattern type (LITERAL, the default, or
+// PREFIXED), tab-separated; Allow, any host.
 // Run with the Kafka jars on the class path: java -cp 'libs/*' CreateAcls.java client.properties
 // (aiokafka has no CreateAcls request and Kafka 4's jars on our class path have no AclCommand).
 import java.io.BufferedReader;
@@ -33,7 +34,10 @@ public class CreateAcls {
             }
             String[] f = line.split("\t");
             bindings.add(new AclBinding(
-                    new ResourcePattern(ResourceType.fromString(f[1]), f[2], PatternType.LITERAL),
+                    new ResourcePattern(
+                            ResourceType.fromString(f[1]),
+                            f[2],
+                            f.length > 4 ? PatternType.fromString(f[4]) : PatternType.LITERAL),
                     new AccessControlEntry(
                             f[0], "*", AclOperation.fromString(f[3]), AclPermissionType.ALLOW)));
         }

@@ -30,21 +30,12 @@ from streams.contracts.registry import SchemaRegistry
 from streams.contracts.schemas import default_catalog
 from streams.kafka_client import client_options
 from streams.settings import Settings
-from streams.topics import (
-    INTERACTION_WARNINGS,
-    MEDICATION_REMINDERS,
-    NOTIFICATIONS,
-    REFILL_ALERTS,
-    TopicSpec,
-)
+from streams.topics import ALERT_TOPICS, DOWNSTREAM_TOPICS, NOTIFICATIONS, TopicSpec
 
 log = logging.getLogger(__name__)
 
 Alert = ReminderDue | DoseMissed | RefillAlert | InteractionWarning | NotificationOutcome
-ALERT_TOPICS: tuple[TopicSpec, ...] = (MEDICATION_REMINDERS, REFILL_ALERTS, INTERACTION_WARNINGS)
-SUBSCRIBABLE_TOPICS: dict[str, TopicSpec] = {
-    spec.base_name: spec for spec in (*ALERT_TOPICS, NOTIFICATIONS)
-}
+SUBSCRIBABLE_TOPICS: dict[str, TopicSpec] = {spec.base_name: spec for spec in DOWNSTREAM_TOPICS}
 Handler = Callable[[Alert], Awaitable[object] | object]
 
 

@@ -1,8 +1,9 @@
 """Kafka security end to end on a real broker: SASL_SSL (SCRAM-SHA-512 over TLS), the KRaft
 StandardAuthorizer denying what no ACL allows, and the ACLs of streams/acls.py per principal:
-a worker process holding only its ACLs processes events, a client without credentials is
-refused, the publisher writes only the inputs, the operator runs the operators' commands but
-cannot write the state topics."""
+a worker process holding only its ACLs processes events (raw records, and the typed client's
+Publisher and Subscriber with the publisher's and downstream's credentials, a FHIR Bundle
+included), a client without credentials is refused, the publisher writes only the inputs, the
+operator runs the operators' commands but cannot write the state topics."""
 
 from __future__ import annotations
 
@@ -18,10 +19,16 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 from pydantic import SecretStr
 
 from streams import acls
+from streams.client import Publisher, Subscriber
+from streams.contracts.models import InteractionWarning, RefillAlert
 from streams.kafka_client import client_options
 from streams.local_credentials import write_tls
 from streams.local_kafka import (
@@ -34,6 +41,7 @@ from streams.local_kafka import (
 from streams.settings import SecurityProtocol, Settings
 from streams.topics import ensure_named_topics, ensure_topics
 from streams.topology import DELIVERY_LEDGER_TABLE, PATIENT_STATE_TABLE
+from tests import fhir_scenarios
 from tests.integration.test_patient_state import Events, publish
 from tests.worker_process import WorkerProcess
 
@@ -183,6 +191,7 @@ async def test_a_worker_with_only_its_acls_processes_events_end_to_end(
         )
         assert alerts, worker.log_tail()
         assert {alert["patient_id"] for alert in alerts} == {events.patient_id}
+        await the_typed_client_round_trips(secured)
         assert worker.running, worker.log_tail()
         # Its ACLs stop at what the topology writes: no Write on the control topic nor on the
         # inputs its FHIR intake does not map onto.
@@ -191,6 +200,51 @@ async def test_a_worker_with_only_its_acls_processes_events_end_to_end(
                 await produce_one(worker_settings, worker_settings.topic_name(topic))
     finally:
         worker.stop()
+
+
+async def the_typed_client_round_trips(secured: Secured) -> None:
+    """Publisher (idempotent, as the publisher role) and Subscriber (the downstream group, as
+    the downstream role) over SASL_SSL: typed events and a FHIR Bundle in, typed alerts out."""
+    typed_patient = "sec-patient-typed"
+    async with Publisher(secured.settings("publisher")) as publisher:
+        await publisher.prescribe(
+            key="rx-1",
+            patient_id=typed_patient,
+            medication_id="m1",
+            name="Metformin",
+            dose_quantity=1,
+            dose_unit="tablet",
+            supply_quantity=2,
+            refills_remaining=0,
+        )
+        for dose in ("dose-1", "dose-2"):
+            await publisher.dose_taken(key=dose, patient_id=typed_patient, medication_id="m1")
+        # Warfarin with aspirin, from an EHR's Bundle: the worker maps it onto medication-events
+        # (its own Write ACL there), then warns of the interaction.
+        await publisher.publish_fhir(
+            fhir_scenarios.bundle(
+                fhir_scenarios.patient(), fhir_scenarios.warfarin(), fhir_scenarios.aspirin()
+            )
+        )
+    wanted = {
+        (RefillAlert, typed_patient),
+        (InteractionWarning, fhir_scenarios.PATIENT),
+    }
+    downstream = secured.settings("downstream")
+    # The default group, and a service's own group named after it: both allowed.
+    for group in (None, f"{acls.downstream_group(downstream)}-billing"):
+        seen: set[tuple[type, str]] = set()
+        subscriber = Subscriber(downstream, group_id=group, idle_timeout=TIMEOUT)
+        async with subscriber:
+            async for alert in subscriber:
+                seen.add((type(alert), alert.patient_id))
+                if wanted <= seen:
+                    break
+        assert wanted <= seen, (group, seen)
+    # The workers' group is not the downstream role's.
+    with pytest.raises(GroupAuthorizationFailedError):
+        async with Subscriber(downstream, group_id=downstream.app_id, idle_timeout=30) as stolen:
+            await asyncio.wait_for(anext(stolen), 60)
 
 
 async def test_a_client_without_credentials_is_refused(secured: Secured) -> None:

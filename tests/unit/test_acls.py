@@ -48,12 +48,14 @@ def test_only_the_publisher_writes_the_inputs_and_only_the_worker_creates() -> N
 
 def test_acl_lines_name_the_users_principals() -> None:
     lines = acls.acl_lines(Settings(), {acls.DOWNSTREAM: "alerts-reader"})
+    topics = ("medication-reminders", "refill-alerts", "interaction-warnings", "notifications")
     assert lines == [
-        "User:alerts-reader\tTOPIC\trefill-alerts\tDESCRIBE",
-        "User:alerts-reader\tTOPIC\trefill-alerts\tREAD",
-        "User:alerts-reader\tTOPIC\tinteraction-warnings\tDESCRIBE",
-        "User:alerts-reader\tTOPIC\tinteraction-warnings\tREAD",
-        "User:alerts-reader\tGROUP\tmedstream-downstream\tREAD",
+        *(
+            f"User:alerts-reader\tTOPIC\t{topic}\t{operation}\tLITERAL"
+            for topic in topics
+            for operation in ("DESCRIBE", "READ")
+        ),
+        "User:alerts-reader\tGROUP\tmedstream-downstream\tREAD\tPREFIXED",
     ]
 
 
@@ -75,3 +77,23 @@ def test_dead_letters_raw_payloads_are_read_by_the_operator_alone() -> None:
     assert "Write" not in rights["operator"]
     assert not rights["publisher"] & {"Read", "Write"}
     assert not rights["downstream"] & {"Read", "Write"}
+
+
+def test_the_only_prefixed_acl_is_downstream_groups_and_it_misses_the_workers_names() -> None:
+    settings = Settings(topic_prefix="p.", app_id="app")
+    prefixed = [
+        (role, acl)
+        for role, found in acls.role_acls(settings).items()
+        for acl in found
+        if acl.pattern == acls.PREFIXED
+    ]
+    assert [(role, acl.resource_type, acl.name) for role, acl in prefixed] == [
+        (acls.DOWNSTREAM, "group", "app-downstream")
+    ]
+    # The workers' group and Faust's topics must not start with it.
+    for name in (
+        settings.app_id,
+        acls.leader_topic(settings),
+        acls.changelog_topic(settings, "state-by-patient"),
+    ):
+        assert not name.startswith("app-downstream"), name

@@ -66,6 +66,8 @@ NOT_KAFKA_NAMES = frozenset(
         "schedule-cleared",
         "rx-1",
         "rx-1001",
+        # docs/client.md: a downstream service's own consumer group.
+        "medstream-downstream-billing",
     }
 )
 # Suffixes of the samples of each metric type (prometheus_client's exposition).

@@ -23,12 +23,11 @@ from streams.state.changelog import changelog_topic
 from streams.topics import (
     AUDIT_LOG,
     CONTROL,
+    DOWNSTREAM_TOPICS,
     EVERY_TOPIC,
     FHIR_RESOURCES,
     INPUT_TOPICS,
-    INTERACTION_WARNINGS,
     PATIENT_EVENTS,
-    REFILL_ALERTS,
     TopicSpec,
 )
 from streams.topology import (
@@ -165,8 +164,8 @@ def acls(documents: list[Document], user: str) -> Iterator[tuple[str, str, str, 
 def topic_operations(documents: list[Document], user: str) -> dict[str, set[str]]:
     operations: dict[str, set[str]] = {}
     for kind, name, pattern, operation in acls(documents, user):
-        assert pattern == "literal", f"{user}: only literal resource names, not {pattern}"
         if kind == "topic":
+            assert pattern == "literal", f"{user}: only literal topic names, not {pattern}"
             operations.setdefault(name, set()).add(operation)
     return operations
 
@@ -381,11 +380,16 @@ def test_the_downstream_consumer_reads_only_the_alerts_in_its_own_group(
     manifests: list[Document], settings: Settings
 ) -> None:
     operations = topic_operations(manifests, "medstream-downstream")
-    assert set(operations) == names(settings, [REFILL_ALERTS, INTERACTION_WARNINGS])
+    assert set(operations) == names(settings, DOWNSTREAM_TOPICS)
     assert all(ops == {"Describe", "Read"} for ops in operations.values())
-    groups = {n for kind, n, *_ in acls(manifests, "medstream-downstream") if kind == "group"}
-    assert len(groups) == 1
-    assert settings.app_id not in groups
+    groups = {
+        (n, pattern)
+        for kind, n, pattern, _ in acls(manifests, "medstream-downstream")
+        if kind == "group"
+    }
+    # One prefix per deployment, so each downstream service takes a group of its own; never
+    # one that the workers' group name starts with.
+    assert groups == {(f"{settings.app_id}-downstream", "prefix")}
 
 
 # --- KEDA ----------------------------------------------------------------------------------
@@ -444,8 +448,14 @@ def test_the_kafka_users_hold_exactly_the_acls_of_streams_acls(
 
     for role, expected in role_acls(settings).items():
         found = {
-            (kind, name, operation)
-            for kind, name, _, operation in acls(manifests, f"medstream-{role}")
+            (kind, name, pattern, operation)
+            for kind, name, pattern, operation in acls(manifests, f"medstream-{role}")
         }
-        wanted = {(acl.resource_type, acl.name, op) for acl in expected for op in acl.operations}
+        # Strimzi spells Kafka's PREFIXED pattern type "prefix".
+        strimzi = {"literal": "literal", "prefixed": "prefix"}
+        wanted = {
+            (acl.resource_type, acl.name, strimzi[acl.pattern], op)
+            for acl in expected
+            for op in acl.operations
+        }
         assert found == wanted, (role, found ^ wanted)
