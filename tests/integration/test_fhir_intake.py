@@ -5,10 +5,11 @@ Bundle changes nothing; what cannot be mapped is dead-lettered with its FHIR pat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,6 +64,16 @@ async def reminder_for(settings: Settings, medication_id: str) -> dict[str, Any]
     raise AssertionError(f"no ReminderDue of {medication_id} in {seen} reminders")
 
 
+def next_slot(after: datetime, clock_time: str, zone: ZoneInfo) -> datetime:
+    """The first ``clock_time`` (HH:MM, in ``zone``) more than five minutes after ``after``."""
+    local = after.astimezone(zone)
+    hour, minute = (int(part) for part in clock_time.split(":"))
+    slot = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if slot <= local + timedelta(minutes=5):
+        slot += timedelta(days=1)
+    return slot.astimezone(UTC)
+
+
 def by_type(records: list[Any]) -> Counter[str]:
     return Counter(value["event_type"] for value in values(records))
 
@@ -107,15 +118,11 @@ async def test_bundles_of_every_resource_type_become_events_then_alerts_and_remi
         alerts = values(await consume(settings, topic("refill-alerts"), 1, 30))
         assert {a["medication_id"] for a in alerts} == {"mr-metformin"}
         # The warfarin schedule's next 20:00 comes due: a reminder.
-        zone = ZoneInfo(warfarin_schedule["timezone"])
-        now = clock().astimezone(zone)
-        slot = now.replace(hour=20, minute=0, second=0, microsecond=0)
-        if slot <= now + timedelta(minutes=5):
-            slot += timedelta(days=1)
+        slot = next_slot(clock(), "20:00", ZoneInfo(warfarin_schedule["timezone"]))
         # (Slots of the other two medications before it come due on the way.)
-        clock.reach_in(slot.astimezone(UTC), 2.0)
+        clock.reach_in(slot, 2.0)
         reminder = await reminder_for(settings, "mr-warfarin")
-        assert reminder["scheduled_for"].startswith(slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
+        assert reminder["scheduled_for"].startswith(slot.strftime("%Y-%m-%dT%H:%M"))
 
 
 async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_nothing(
@@ -123,6 +130,8 @@ async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_
 ) -> None:
     await ensure_topics(settings)
     medstream = create_app(settings)
+    clock = ShiftedClock()
+    use_clock(medstream, clock)
     store = medstream.patients.store
     topic = settings.topic_name
     first = bundle(patient(), warfarin(), aspirin())
@@ -141,11 +150,12 @@ async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_
         assert store.written_state(PATIENT) == state_before
         for name, count in before.items():
             assert len(await consume(settings, topic(name), 100, 3)) == count, name
-        ids = [
-            v["event_id"] for v in values(await consume(settings, topic("schedule-events"), 4, 10))
-        ]
+        schedules = values(await consume(settings, topic("schedule-events"), 4, 10))
+        ids = [schedule["event_id"] for schedule in schedules]
         assert len(ids) == 4, ids
         assert len(set(ids)) == 2, ids
+        timezone = ZoneInfo(schedules[0]["timezone"])
+        [morning] = {s["times_of_day"][0] for s in schedules if s["medication_id"] == "mr-aspirin"}
         # A new version of the request, stopped: its schedule is cleared, so no more reminders.
         stopped = warfarin(status="stopped", authored="2026-12-01T15:00:00Z")
         stopped["meta"] = {"versionId": "2", "lastUpdated": "2026-12-01T15:00:00Z"}
@@ -155,6 +165,27 @@ async def test_a_stopped_request_ends_its_reminders_and_a_resent_bundle_changes_
         assert events["MedicationDiscontinued"] == 1
         cleared = by_type(await consume(settings, topic("schedule-events"), 100, 5))
         assert cleared["ScheduleCleared"] == 1
+        # Its next 20:00 passes in real time with no reminder; aspirin's next morning after it
+        # still comes due, so the timer ran past that 20:00 (it fires slots in order).
+        evening = next_slot(clock(), "20:00", timezone)
+        clock.reach_in(evening, 2.0)
+        await asyncio.sleep(8)
+        following_morning = next_slot(evening, morning, timezone)
+        clock.reach_in(following_morning, 2.0)
+        wanted = following_morning.strftime("%Y-%m-%dT%H:%M")
+
+        def morning_reminder(reminders: list[dict[str, Any]]) -> bool:
+            return any(
+                r["medication_id"] == "mr-aspirin" and r["scheduled_for"].startswith(wanted)
+                for r in reminders
+            )
+
+        deadline = time.monotonic() + 60
+        reminders: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not morning_reminder(reminders):
+            reminders = values(await consume(settings, topic("medication-reminders"), 100, 5))
+        assert morning_reminder(reminders), reminders
+        assert not [r for r in reminders if r["medication_id"] == "mr-warfarin"], reminders
 
 
 async def test_every_unmappable_case_is_dead_lettered_whole_with_its_fhir_path(
