@@ -18,6 +18,7 @@ from bench import (
     baseline,
     codecs,
     faust_floor,
+    fhir_intake,
     latency,
     many_medications,
     memory,
@@ -47,6 +48,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": pipeline.run,
     # After the pipeline: it prints medstream / peer from the pipeline's figure of this run.
     "quix-peer": quix_peer.run,
+    # After the pipeline too: the same facts as FHIR records, compared with its figure.
+    "fhir-intake": fhir_intake.run,
     "scale-out": scale_out.run,
     "latency": latency.run,
     "punctuality": punctuality.run,
@@ -90,9 +93,10 @@ async def main_async(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if "quix-peer" in chosen and "pipeline" not in chosen:
-        chosen.insert(0, "pipeline")  # the peer is compared with medstream in the same run
-    throughput = {"pipeline", "faust-floor", "quix-peer", "scale-out"}
+    compared_with_pipeline = {"quix-peer", "fhir-intake"}
+    if compared_with_pipeline & set(chosen) and "pipeline" not in chosen:
+        chosen.insert(0, "pipeline")  # compared with medstream's pipeline in the same run
+    throughput = {"pipeline", "faust-floor", "quix-peer", "scale-out", "fhir-intake"}
     if throughput & set(chosen) and "baseline" not in chosen:
         chosen.insert(0, "baseline")  # a throughput figure is meaningless without its ceiling
     mode = "full" if args.full else "quick"

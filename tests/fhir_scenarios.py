@@ -28,6 +28,7 @@ def request(
     supply: float = 30,
     repeats: int = 2,
     authored: str = "2026-11-30T09:00:00Z",
+    patient_id: str = PATIENT,
 ) -> dict[str, Any]:
     """A MedicationRequest as an EHR exports it: identifiers, an extension, a dosage with a
     text, timing and dose, and a dispense request."""
@@ -44,7 +45,7 @@ def request(
         "identifier": [{"system": "urn:oid:1.2.3.4.5", "value": f"order-{request_id}"}],
         "status": status,
         "intent": "order",
-        "subject": {"reference": f"Patient/{PATIENT}", "display": "Ada Example"},
+        "subject": {"reference": f"Patient/{patient_id}", "display": "Ada Example"},
         "authoredOn": authored,
         **medication,
         "dosageInstruction": [
@@ -85,10 +86,10 @@ def bundle(*resources: dict[str, Any], kind: str = "transaction") -> bytes:
     ).encode()
 
 
-def patient() -> dict[str, Any]:
+def patient(patient_id: str = PATIENT) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
-        "id": PATIENT,
+        "id": patient_id,
         "identifier": [{"system": MRN, "value": "MRN-000042"}],
         "name": [{"family": "Example", "given": ["Ada"]}],
         "birthDate": "1950-01-01",
@@ -132,13 +133,15 @@ def metformin() -> dict[str, Any]:
     )
 
 
-def administration(admin_id: str, request_id: str, *, status: str = "completed") -> dict[str, Any]:
+def administration(
+    admin_id: str, request_id: str, *, status: str = "completed", patient_id: str = PATIENT
+) -> dict[str, Any]:
     return {
         "resourceType": "MedicationAdministration",
         "id": admin_id,
         "status": status,
         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "6809"}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
+        "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": "2026-12-01T08:05:00Z",
         "request": {"reference": f"MedicationRequest/{request_id}"},
         "dosage": {"dose": _tablets(1)},

@@ -4,14 +4,15 @@ input topics; what cannot be mapped is dead-lettered with its FHIR path, the res
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 
-from streams.agents.emitter import Emitter
-from streams.agents.intake import Failure, Intake, ProcessingError
+from streams.agents.emitter import Emitter, Sent
+from streams.agents.intake import Failure, Intake, ProcessingError, Settled
 from streams.contracts.codecs import ContractError, validate_event
 from streams.contracts.models import Event
 from streams.fhir import FhirProblem, FhirRules, map_fhir_record
@@ -66,9 +67,11 @@ def plan_fhir_record(
 
 @dataclass
 class FhirIntake:
-    """Runs the FHIR agent: maps each record, sends its events and waits for the broker's
-    acknowledgements, dead-letters what could not be mapped, and only then lets the offset move
-    on. A crash in between maps the record again: the same event_ids, dropped as repeats."""
+    """Runs the FHIR agent in the intake's batches: maps each record and sends its events
+    without waiting, dead-letters what could not be mapped (awaited, as every dead letter is),
+    and, as a batch ends, waits for the broker's acknowledgements of every event sent before
+    the records' offsets move on. A crash in between maps the records again: the same
+    event_ids, dropped as repeats."""
 
     rules: FhirRules
     emitter: Emitter
@@ -77,31 +80,44 @@ class FhirIntake:
     metrics: Metrics
 
     async def run(self, stream: faust.StreamT[Any]) -> None:
-        async for record in stream.events():
-            await self.handle(record.message)
+        unconfirmed: deque[tuple[Sent, str]] = deque()
 
-    async def handle(self, message: Any) -> None:
+        async def handle(record: faust.EventT[Any], _finish: Callable[[], Awaitable[None]]) -> None:
+            await self.handle(record.message, unconfirmed)
+
+        async def finish() -> None:
+            await self.confirm(unconfirmed)
+
+        await self.intake.run_batches(stream, handle, finish)
+
+    async def handle(self, message: Any, unconfirmed: deque[tuple[Sent, str]]) -> None:
+        """Map one record, send its events (their sends joining ``unconfirmed``) and
+        dead-letter what could not be mapped; never raises."""
         with tracing.consume_span(
             message.topic, message.partition, message.offset, message.headers
         ):
             self.metrics.consumed(message.topic)
             plan = self._plan(message.value)
-            sent = [await self.emitter.emit(self.topics[spec], event) for spec, event in plan.sends]
-            for handed in sent:
-                await self.emitter.send_confirmed(
-                    handed.topic,
-                    handed.event,
-                    f"event mapped from {message.topic} partition {message.partition} "
-                    f"offset {message.offset}",
-                    sent=handed,
-                )
+            what = (
+                f"event mapped from {message.topic} partition {message.partition} "
+                f"offset {message.offset}"
+            )
+            for spec, event in plan.sends:
+                unconfirmed.append((await self.emitter.emit(self.topics[spec], event), what))
             if plan.sends or plan.failure is None:
                 # One per FHIR record (a Bundle of context only maps to nothing); the events it
                 # became are counted again as the patient agent applies them.
-                self.metrics.processed(FHIR_RECORD)
+                self.intake.settle(Settled.PROCESSED, FHIR_RECORD)
             if plan.failure is not None:
-                await self.intake.send_dead_letter(message, plan.failure)
-                self.metrics.dead_lettered(plan.failure.error_type)
+                await self.intake.dead_letter(message, plan.failure)
+
+    async def confirm(self, unconfirmed: deque[tuple[Sent, str]]) -> None:
+        """Return once the broker acknowledged every send in ``unconfirmed`` (sending again what
+        it refused), each dropped from it once acknowledged."""
+        while unconfirmed:
+            handed, what = unconfirmed[0]
+            await self.emitter.send_confirmed(handed.topic, handed.event, what, sent=handed)
+            unconfirmed.popleft()
 
     def _plan(self, value: bytes | None) -> FhirPlan:
         try:

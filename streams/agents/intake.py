@@ -103,6 +103,9 @@ class Settled(StrEnum):
 
 # A handler gets the event and the partition it arrived on.
 Handler = Callable[[Event, int], Awaitable[Outcome]]
+# What ``Intake.run_batches`` runs on each record, given the batch's retrying finish (to make
+# the open batch durable first when the record needs it).
+RecordHandler = Callable[[faust.EventT[Any], Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
 def _waiting_records(stream: faust.StreamT[Any]) -> Callable[[], bool]:
@@ -184,8 +187,9 @@ class Intake:
     dead_letter_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     # Awaited before each batch: the tables restored for the current assignment.
     ready: Callable[[], Awaitable[None]] = _nothing_to_finish
-    # What the record being handled came to (the open batch takes it over).
-    _settled: list[tuple[Settled, str]] = field(default_factory=list)
+    # What the record being handled came to (the open batch takes it over). Not an init
+    # field, so that each ``dataclasses.replace`` copy has its own.
+    _settled: list[tuple[Settled, str]] = field(default_factory=list, init=False)
 
     async def run(
         self,
@@ -193,8 +197,25 @@ class Intake:
         handler: Handler,
         finish_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Handle the stream's records as they come; a batch ends when nothing more is
-        waiting, at ``batch_max_events``, or ``batch_window_seconds`` after it began.
+        """Decode each record into a contract event and run ``handler`` on it, in batches
+        (``run_batches``)."""
+
+        async def handle(record: faust.EventT[Any], finish: Callable[[], Awaitable[None]]) -> None:
+            await self.handle_record(record, handler, finish)
+
+        await self.run_batches(stream, handle, finish_batch)
+
+    async def run_batches(
+        self,
+        stream: faust.StreamT[Any],
+        handle: RecordHandler,
+        finish_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run ``handle`` on the stream's records as they come; a batch ends when nothing more
+        is waiting, at ``batch_max_events``, or ``batch_window_seconds`` after it began, and
+        its records are acknowledged to Faust once ``finish_batch`` made them durable.
+        ``handle`` must not raise (dead-letter instead) and reports what each record came to
+        with ``settle``.
 
         Ending a batch as soon as the input runs dry keeps a quiet stream's latency to one
         checkpoint, while under load a batch grows to what arrived meanwhile, so the round
@@ -225,7 +246,7 @@ class Intake:
                         await self._until_done(self.ready, "restoring the tables")
                         batch.open()
                     batch.records.append(record)
-                    await self.handle_record(record, handler, finish)
+                    await handle(record, finish)
                     batch.settled.extend(self._settled)
                     self._settled.clear()
                     complete = len(batch.records) >= self.batch_max_events or not waiting()
@@ -291,7 +312,7 @@ class Intake:
                 # A wrong key puts a patient's events on two partitions and two workers.
                 raise EventValidationError("record key is not the event's patient_id")
         except Exception as error:
-            await self._dead_letter(message, judge(error, None))
+            await self.dead_letter(message, judge(error, None))
             return
         tracing.name_event(span, f"consume {topic}", event.event_type)
         started = time.perf_counter()
@@ -318,7 +339,7 @@ class Intake:
                             event.event_type,
                             type(error).__name__,
                         )
-                    await self._dead_letter(message, failure)
+                    await self.dead_letter(message, failure)
                     return
                 delay = next(waits)
                 log.error(
@@ -333,12 +354,15 @@ class Intake:
                 )
                 await asyncio.sleep(delay)
         self.metrics.observe_processing(self.agent, time.perf_counter() - started)
-        self._settled.append(
-            (
-                Settled.DUPLICATE if outcome is Outcome.DUPLICATE else Settled.PROCESSED,
-                event.event_type,
-            )
+        self.settle(
+            Settled.DUPLICATE if outcome is Outcome.DUPLICATE else Settled.PROCESSED,
+            event.event_type,
         )
+
+    def settle(self, settled: Settled, name: str) -> None:
+        """What the record being handled came to: counted (by event or error type ``name``)
+        once its batch is durable."""
+        self._settled.append((settled, name))
 
     async def _run_handler(self, handler: Handler, event: Event, partition: int) -> Outcome:
         with tracing.span(
@@ -372,13 +396,14 @@ class Intake:
                     )
                     await asyncio.sleep(delay)
 
-    async def _dead_letter(self, message: Any, failure: Failure) -> None:
-        await self.send_dead_letter(message, failure)
-        self._settled.append((Settled.DEAD_LETTERED, failure.error_type))
+    async def dead_letter(self, message: Any, failure: Failure) -> None:
+        """Dead-letter the record being handled and settle it so."""
+        await self._send_dead_letter(message, failure)
+        self.settle(Settled.DEAD_LETTERED, failure.error_type)
 
-    async def send_dead_letter(self, message: Any, failure: Failure) -> None:
+    async def _send_dead_letter(self, message: Any, failure: Failure) -> None:
         """Dead-letter ``message`` (its key, value and headers kept) with the failure's type
-        and reason, and return once the broker stored it. Counting it is the caller's."""
+        and reason, and return once the broker stored it."""
         error_type = failure.error_type
         dead_letter = build_dead_letter(
             topic=message.topic,

@@ -3,14 +3,20 @@ patient; an unmappable entry dead-lettered whole while the rest still goes; noth
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
+import faust
+import pytest
+from aiokafka.errors import NotLeaderForPartitionError
+
+from streams.agents.emitter import Sent
 from streams.app import Medstream
-from streams.contracts.models import DeadLetter, MedicationPrescribed, ScheduleSet
+from streams.contracts.models import DeadLetter, Event, MedicationPrescribed, ScheduleSet
 from streams.topology import MAP_FHIR_RESOURCES
-from tests.agents.harness import Emitted, feeding, of_type
+from tests.agents.harness import Emitted, Feed, feeding, of_type
 from tests.fhir_scenarios import PATIENT, bundle, metformin, patient, unmappable
 
 FHIR = "fhir-resources"
@@ -88,3 +94,50 @@ async def test_no_record_stops_the_agent(medstream: Medstream, emitted: Emitted)
         letter.error_type for letter in letters
     ]
     assert of_type(emitted, MedicationPrescribed)
+
+
+async def test_a_record_is_settled_only_once_the_broker_acknowledged_its_events(
+    medstream: Medstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mapped events are sent without waiting (a batch of records shares one round trip),
+    # but the record is not settled, nor its offset acknowledged to Faust, until every one of
+    # them is stored; one the broker refused is sent again first.
+    emitter = medstream.patients.store.emitter
+    loop = asyncio.get_running_loop()
+    held: list[asyncio.Future[None]] = []
+    sends: list[str] = []
+
+    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
+        sends.append(event.event_type)
+        acknowledged: asyncio.Future[None] = loop.create_future()
+        held.append(acknowledged)
+        return Sent(topic, event, acknowledged)
+
+    monkeypatch.setattr(emitter, "emit", emit)
+    stats = medstream.stats
+    agent = medstream.app.agents[MAP_FHIR_RESOURCES.name]
+    async with agent.test_context() as ctx:
+        feed = Feed(medstream, ctx)
+        feed.topic = FHIR
+        message = await ctx.put(value=bundle(patient(), metformin()), key=PATIENT.encode())
+        async with asyncio.timeout(5):
+            while len(held) < 2:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert sends == ["MedicationPrescribed", "ScheduleSet"]
+        assert stats.total_settled == 0
+        assert not message.message.acked
+        held[0].set_result(None)
+        held[1].set_exception(NotLeaderForPartitionError())
+        # The refused one is sent again (after a back-off) and acknowledged this time.
+        async with asyncio.timeout(10):
+            while len(held) < 3:
+                await asyncio.sleep(0.01)
+        assert sends[2] == "ScheduleSet"
+        assert stats.total_settled == 0
+        held[2].set_result(None)
+        async with asyncio.timeout(5):
+            while stats.total_settled == 0:
+                await asyncio.sleep(0.01)
+        assert stats.processed == {"FhirRecord": 1}
+        assert message.message.acked

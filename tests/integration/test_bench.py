@@ -42,6 +42,15 @@ EXPECTED = {
         "worker: alert behind 100 prescriptions",
     },
     "scale-out": {"1 worker", "2 workers", "2 workers / 1 worker"},
+    "fhir-intake": {
+        "throughput",
+        "FHIR records / pipeline events",
+        "records",
+        "alerts delivered",
+        "dead-lettered",
+        "map a Bundle (Patient + MedicationRequest)",
+        "map a MedicationAdministration",
+    },
 }
 QUIX_EXPECTED = {
     "at-least-once throughput",
