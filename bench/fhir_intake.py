@@ -7,19 +7,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from bench.harness import (
-    Context,
-    EventFactory,
-    counting_channel,
-    prepare_topics,
-    produce_all,
-    record_of,
-    wait_until,
-)
-from streams.app import create_app
+from bench.harness import Context, EventFactory, record_of
+from bench.pipeline import measure
 from streams.fhir import FhirRules, map_fhir_record
 from streams.settings import Settings
-from streams.worker import running
 from tests import fhir_scenarios
 
 NAME = "fhir-intake"
@@ -28,11 +19,13 @@ NAME = "fhir-intake"
 def fhir_records(events: int, doses_per_patient: int) -> list[tuple[str, bytes, bytes]]:
     """Per patient: contact preferences (a contract event: FHIR has no such resource), one
     transaction Bundle as an EHR sends an order (the Patient, a twice-daily MedicationRequest
-    whose supply lasts exactly the doses, no repeats left), then one MedicationAdministration
-    record per dose, as a medication administration record system sends them. The last dose
-    runs the supply out: one RefillAlert, delivered to the patient's console channel.
+    whose supply lasts exactly the doses, three repeats), then one MedicationAdministration
+    record per dose, as a medication administration record system sends them. Refill alerts:
+    low supply at the prescription (the schedule gives its days of supply), and out of supply
+    at the last dose.
 
-    The same facts as the pipeline benchmark's input, so the two figures compare."""
+    The pipeline benchmark's prescriptions and doses (plus each order's schedule), so the two
+    figures compare."""
     run = uuid.uuid4().hex[:6]
     factory = EventFactory(f"f{run}")
     patients = max(1, events // (doses_per_patient + 2))
@@ -45,7 +38,7 @@ def fhir_records(events: int, doses_per_patient: int) -> list[tuple[str, bytes, 
             fhir_scenarios.coded("6809", "metformin", "Metformin 500 mg tablet"),
             repeat={"frequency": 2, "period": 1, "periodUnit": "d"},
             supply=doses_per_patient,
-            repeats=0,
+            repeats=3,
             patient_id=patient,
         )
         records.append(fhir_record(fhir_scenarios.bundle(fhir_scenarios.patient(patient), order)))
@@ -91,7 +84,6 @@ def mapping_us(values: list[bytes], rules: FhirRules) -> float:
 async def run(context: Context) -> None:
     sizes = context.sizes
     records = fhir_records(sizes.pipeline_events, sizes.doses_per_patient)
-    patients = sum(1 for topic, _key, _value in records if topic == "patient-events")
     fhir = [value for topic, _key, value in records if topic == "fhir-resources"]
     total = expected_settled(records)
 
@@ -103,29 +95,8 @@ async def run(context: Context) -> None:
     bundle_us = mapping_us(bundles, rules)
     administration_us = mapping_us(administrations, rules)
 
-    settings = context.settings(NAME)
-    await prepare_topics(settings)
-    await produce_all(settings, records)
-    medstream = create_app(settings)
-    channel = counting_channel(medstream)
-    stats = medstream.stats
-    async with running(medstream):
-        await wait_until(lambda: stats.total_consumed > 0, 60, 0.002)
-        started = time.perf_counter()
-        finished = await wait_until(
-            lambda: stats.total_settled >= total and channel.delivered >= patients,
-            max(300.0, total / 50),
-            0.005,
-        )
-        elapsed = time.perf_counter() - started
-        settled = stats.total_settled
-        dead_lettered = sum(stats.dead_lettered.values())
-    if not finished:
-        context.note(
-            NAME,
-            f"timed out: settled {settled}/{total}, delivered {channel.delivered}/{patients}",
-        )
-    records_per_second = min(settled, total) / total * len(records) / elapsed
+    result = await measure(context, records, benchmark=NAME, settled=total)
+    records_per_second = result["share_done"] * len(records) / result["seconds"]
     context.add(
         NAME,
         "throughput",
@@ -140,14 +111,16 @@ async def run(context: Context) -> None:
     if pipeline:
         context.add(NAME, "FHIR records / pipeline events", records_per_second / pipeline, "x")
     context.add(NAME, "records", len(records), "records")
-    context.add(NAME, "alerts delivered", channel.delivered, "deliveries")
-    context.add(NAME, "dead-lettered", dead_lettered, "records")
+    context.add(NAME, "alerts delivered", result["delivered"], "deliveries")
+    context.add(NAME, "dead-lettered", result["dead_lettered"], "records")
     context.add(NAME, "map a Bundle (Patient + MedicationRequest)", bundle_us, "us/record")
     context.add(NAME, "map a MedicationAdministration", administration_us, "us/record")
     context.note(
         NAME,
-        f"{patients} patients x (contact event + Bundle of Patient and MedicationRequest + "
-        f"{sizes.doses_per_patient} MedicationAdministration records), pre-published; timed "
-        "from the first record consumed to the last alert delivered; the pipeline benchmark "
-        "sends the same facts as contract events",
+        f"{result['patients']:.0f} patients x (contact event + Bundle of Patient and "
+        f"MedicationRequest + {sizes.doses_per_patient} MedicationAdministration records), "
+        "refill alerts (low supply, then out of supply); pre-published; timed from the "
+        "first record consumed until every record is settled and an alert per patient "
+        "delivered; the pipeline benchmark sends the same prescriptions and doses as contract "
+        "events, without the schedule",
     )
