@@ -711,28 +711,15 @@ def _map_administration(
     medication_id = _link(item, context, [resource.request] if resource.request else [], "request")
     effective_path, effective = _effective(resource)
     occurred_at = _occurred_at(resource, zone, [(effective_path, effective)])
-    emitter = _Emitter(item, patient_id, occurred_at)
-    if status == "not-done":
-        return [
-            emitter.emit(
-                DoseSkipped,
-                "dose-skipped",
-                medication_id=medication_id,
-                reason=_reason_text(resource.statusReason),
-            )
-        ]
     dose = resource.dosage.dose if resource.dosage else None
-    quantity = _number(dose.value) if dose is not None and dose.value is not None else None
-    taken_at = _instant(effective, zone, effective_path) if effective is not None else None
-    return [
-        emitter.emit(
-            DoseTaken,
-            "dose-taken",
-            medication_id=medication_id,
-            quantity=quantity,
-            taken_at=taken_at,
-        )
-    ]
+    return _dose_report(
+        _Emitter(item, patient_id, occurred_at),
+        resource,
+        medication_id,
+        skipped=status == "not-done",
+        taken=(effective_path, effective, zone),
+        quantity=_number(dose.value) if dose is not None and dose.value is not None else None,
+    )
 
 
 def _map_statement(item: Located, context: RecordContext, rules: FhirRules) -> list[dict[str, Any]]:
@@ -747,18 +734,42 @@ def _map_statement(item: Located, context: RecordContext, rules: FhirRules) -> l
     occurred_at = _occurred_at(
         resource, zone, [(effective_path, effective), ("dateAsserted", resource.dateAsserted)]
     )
-    emitter = _Emitter(item, patient_id, occurred_at)
-    if status == "not-taken":
+    return _dose_report(
+        _Emitter(item, patient_id, occurred_at),
+        resource,
+        medication_id,
+        skipped=status == "not-taken",
+        taken=(effective_path, effective, zone),
+    )
+
+
+def _dose_report(
+    emitter: _Emitter,
+    resource: Any,
+    medication_id: str,
+    *,
+    skipped: bool,
+    taken: tuple[str, Any, ZoneInfo],
+    quantity: float | None = None,
+) -> list[dict[str, Any]]:
+    """What an administration or a statement reports: a DoseSkipped (its statusReason the
+    reason), or a DoseTaken at its effective time (``taken``: the path, the value, the zone)."""
+    if skipped:
+        reason = _reason_text(resource.statusReason)
         return [
-            emitter.emit(
-                DoseSkipped,
-                "dose-skipped",
-                medication_id=medication_id,
-                reason=_reason_text(resource.statusReason),
-            )
+            emitter.emit(DoseSkipped, "dose-skipped", medication_id=medication_id, reason=reason)
         ]
-    taken_at = _instant(effective, zone, effective_path) if effective is not None else None
-    return [emitter.emit(DoseTaken, "dose-taken", medication_id=medication_id, taken_at=taken_at)]
+    path, effective, zone = taken
+    taken_at = _instant(effective, zone, path) if effective is not None else None
+    return [
+        emitter.emit(
+            DoseTaken,
+            "dose-taken",
+            medication_id=medication_id,
+            quantity=quantity,
+            taken_at=taken_at,
+        )
+    ]
 
 
 _MAPPERS: dict[str, Callable[[Located, RecordContext, FhirRules], list[dict[str, Any]]]] = {
