@@ -201,4 +201,17 @@ def unmappable() -> dict[str, tuple[bytes, str]]:
         "no code or text": (bundle(nameless), "medicationCodeableConcept"),
         "not FHIR": (b'{"resourceType": "MedicationRequest", "status": 42}', "MedicationRequest"),
         "not JSON": (b"\xff not json", ""),
+        # A deleted order names no patient: it cannot end the reminders, the operator must see it.
+        "deleted": (deleted("MedicationRequest/mr-warfarin"), "Bundle.entry[0].request"),
     }
+
+
+def deleted(url: str) -> bytes:
+    """A transaction Bundle deleting one resource."""
+    return json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": url}}],
+        }
+    ).encode()

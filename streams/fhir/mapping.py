@@ -263,7 +263,18 @@ def _map_bundle(data: dict[str, Any], rules: FhirRules) -> FhirMapping:
     for index, entry in enumerate(entries):
         raw = entry.get("resource")
         if raw is None:
-            continue  # a transaction's DELETE, or a search outcome without a resource
+            deleted = _deleted_type(entry.get("request"))
+            if deleted is not None:
+                problems.append(
+                    FhirProblem(
+                        f"Bundle.entry[{index}].request",
+                        FHIR_UNMAPPABLE,
+                        f"a DELETE of a {deleted} cannot be mapped: it names no patient "
+                        "(send the resource with its new status instead, such as "
+                        "entered-in-error)",
+                    )
+                )
+            continue  # any other entry without a resource (a search outcome, a DELETE of context)
         base = f"Bundle.entry[{index}].resource"
         if not isinstance(raw, dict):
             problems.append(_problem(base, FHIR_INVALID, "the resource is not an object", data))
@@ -275,6 +286,18 @@ def _map_bundle(data: dict[str, Any], rules: FhirRules) -> FhirMapping:
             located.append(resource)
     mapping = _map_located(located, RecordContext(located), rules, data)
     return FhirMapping(mapping.events, problems + mapping.problems)
+
+
+def _deleted_type(request: Any) -> str | None:
+    """The mapped resource type a Bundle entry's DELETE request names (``MedicationRequest/1``,
+    an absolute URL, a conditional ``MedicationRequest?identifier=...``), else None."""
+    if not isinstance(request, dict) or request.get("method") != "DELETE":
+        return None
+    url = request.get("url")
+    if not isinstance(url, str):
+        return None
+    segments = url.split("?", 1)[0].split("/")
+    return next((segment for segment in segments if segment in _MAPPERS), None)
 
 
 def _map_located(

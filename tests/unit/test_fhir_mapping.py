@@ -362,11 +362,37 @@ def test_context_resources_and_entries_without_a_resource_are_skipped_silently()
             },
             "search": {"mode": "outcome"},
         },
-        {"request": {"method": "DELETE", "url": "MedicationRequest/rx-0"}},
+        {"request": {"method": "DELETE", "url": "Practitioner/pr-9"}},
+        {"request": {"method": "GET", "url": "MedicationRequest/rx-0"}},
     ]
     mapping = mapped(bundle)
     assert mapping.problems == []
     assert types(mapping) == ["DoseTaken", "DoseSkipped"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "MedicationRequest/rx-0",
+        "https://ehr.example.org/fhir/MedicationRequest/rx-0",
+        "MedicationStatement?identifier=urn:oid:1.2|ms-7",
+        "MedicationDispense/md-1/_history/2",
+    ],
+)
+def test_a_delete_of_a_mapped_resource_is_a_problem_and_the_rest_still_maps(url: str) -> None:
+    # A deleted order would otherwise keep its reminders without a word: the deletion names
+    # no patient, so it cannot become a MedicationDiscontinued, and the operator must see it.
+    bundle = fx.administration_bundle()
+    index = len(bundle["entry"])
+    bundle["entry"].append({"request": {"method": "DELETE", "url": url}})
+    mapping = mapped(bundle)
+    assert types(mapping) == ["DoseTaken", "DoseSkipped"]
+    [problem] = mapping.problems
+    assert problem.path == f"Bundle.entry[{index}].request"
+    assert problem.error_type == "FhirUnmappable"
+    assert "DELETE" in problem.reason
+    assert "rx-0" not in problem.reason
+    assert "ms-7" not in problem.reason
 
 
 def test_a_bundle_with_one_bad_entry_keeps_the_good_entries() -> None:
