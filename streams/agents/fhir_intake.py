@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams.agents.emitter import Emitter, Sent
 from streams.agents.intake import Failure, Intake, ProcessingError, Settled
@@ -65,6 +66,17 @@ def plan_fhir_record(
     return FhirPlan(tuple(sends), Failure(False, error_types[0], shown))
 
 
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A mapped event sent (``sent``) or still to send (None), not yet acknowledged; ``what``
+    names its record in log lines."""
+
+    topic: faust.TopicT
+    event: Event
+    sent: Sent | None
+    what: str
+
+
 @dataclass
 class FhirIntake:
     """Runs the FHIR agent in the intake's batches: maps each record and sends its events
@@ -80,7 +92,7 @@ class FhirIntake:
     metrics: Metrics
 
     async def run(self, stream: faust.StreamT[Any]) -> None:
-        unconfirmed: deque[tuple[Sent, str]] = deque()
+        unconfirmed: deque[Unconfirmed] = deque()
 
         async def handle(record: faust.EventT[Any], _finish: Callable[[], Awaitable[None]]) -> None:
             await self.handle(record.message, unconfirmed)
@@ -90,7 +102,7 @@ class FhirIntake:
 
         await self.intake.run_batches(stream, handle, finish)
 
-    async def handle(self, message: Any, unconfirmed: deque[tuple[Sent, str]]) -> None:
+    async def handle(self, message: Any, unconfirmed: deque[Unconfirmed]) -> None:
         """Map one record, send its events (their sends joining ``unconfirmed``) and
         dead-letter what could not be mapped; never raises."""
         with tracing.consume_span(
@@ -103,7 +115,12 @@ class FhirIntake:
                 f"offset {message.offset}"
             )
             for spec, event in plan.sends:
-                unconfirmed.append((await self.emitter.emit(self.topics[spec], event), what))
+                topic = self.topics[spec]
+                try:
+                    sent: Sent | None = await self.emitter.emit(topic, event)
+                except KafkaError:
+                    sent = None  # refused before it left (a full buffer, no metadata): later
+                unconfirmed.append(Unconfirmed(topic, event, sent, what))
             if plan.sends or plan.failure is None:
                 # One per FHIR record (a Bundle of context only maps to nothing); the events it
                 # became are counted again as the patient agent applies them.
@@ -111,12 +128,12 @@ class FhirIntake:
             if plan.failure is not None:
                 await self.intake.dead_letter(message, plan.failure)
 
-    async def confirm(self, unconfirmed: deque[tuple[Sent, str]]) -> None:
-        """Return once the broker acknowledged every send in ``unconfirmed`` (sending again what
-        it refused), each dropped from it once acknowledged."""
+    async def confirm(self, unconfirmed: deque[Unconfirmed]) -> None:
+        """Return once the broker acknowledged every event in ``unconfirmed`` (sending again
+        what it refused or what was never sent), each dropped from it once acknowledged."""
         while unconfirmed:
-            handed, what = unconfirmed[0]
-            await self.emitter.send_confirmed(handed.topic, handed.event, what, sent=handed)
+            item = unconfirmed[0]
+            await self.emitter.send_confirmed(item.topic, item.event, item.what, sent=item.sent)
             unconfirmed.popleft()
 
     def _plan(self, value: bytes | None) -> FhirPlan:

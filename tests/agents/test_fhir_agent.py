@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka.errors import NotLeaderForPartitionError
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
 from streams.agents.emitter import Sent
 from streams.app import Medstream
@@ -141,3 +141,27 @@ async def test_a_record_is_settled_only_once_the_broker_acknowledged_its_events(
                 await asyncio.sleep(0.01)
         assert stats.processed == {"FhirRecord": 1}
         assert message.message.acked
+
+
+async def test_an_event_the_producer_refused_to_take_is_sent_before_the_record_settles(
+    medstream: Medstream, emitted: Emitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emitter = medstream.patients.store.emitter
+    captured = emitter.emit
+    refused: list[str] = []
+
+    async def emit(topic: faust.TopicT, event: Event, *, wait: bool = False) -> Sent:
+        if not refused:
+            refused.append(event.event_type)
+            raise KafkaTimeoutError  # the producer's buffer full: nothing left
+        return await captured(topic, event, wait=wait)
+
+    monkeypatch.setattr(emitter, "emit", emit)
+    async with feeding(medstream, MAP_FHIR_RESOURCES.name) as feed:
+        await feed.put(FHIR, bundle(patient(), metformin()), key=PATIENT.encode())
+    assert refused == ["MedicationPrescribed"]
+    assert sorted(event.event_type for _, event in emitted) == [
+        "MedicationPrescribed",
+        "ScheduleSet",
+    ]
+    assert medstream.stats.processed == {"FhirRecord": 1}
