@@ -143,8 +143,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _publish_fhir(args: argparse.Namespace) -> int:
-    """``publish --fhir``: map the file as the worker will, report what cannot be mapped, and
-    send the file unchanged (the worker maps it again: the original is what is kept)."""
+    """``publish --fhir``: map each record as the worker will, report what cannot be mapped,
+    and send the records unchanged (the worker maps them again: the original is what is
+    kept). A ``.ndjson`` file (FHIR Bulk Data) holds one record a line, any other one record."""
     from collections import Counter
 
     from streams.fhir import FhirRules, map_fhir_record
@@ -152,37 +153,58 @@ def _publish_fhir(args: argparse.Namespace) -> int:
     from streams.publish import fhir_record_key, mapped_patients, publish_fhir
 
     settings = _settings()
-    value = args.file.read_bytes()
-    mapping = map_fhir_record(value, FhirRules.from_settings(settings))
-    for problem in mapping.problems:
-        print(
-            f"{args.file}: {problem.path}: {problem.error_type}: {problem.reason}", file=sys.stderr
-        )
-    counts = Counter(str(event["event_type"]) for event in mapping.events)
+    rules = FhirRules.from_settings(settings)
+    content = args.file.read_bytes()
+    if args.file.suffix.lower() == ".ndjson":
+        values = [
+            (f"{args.file}:{number}", line)
+            for number, line in enumerate(content.splitlines(), start=1)
+            if line.strip()
+        ]
+    else:
+        values = [(str(args.file), content)]
+    counts: Counter[str] = Counter()
+    records: list[tuple[bytes, bytes | None]] = []
+    problems = 0
+    shared = 0
+    for where, value in values:
+        mapping = map_fhir_record(value, rules)
+        for problem in mapping.problems:
+            print(
+                f"{where}: {problem.path}: {problem.error_type}: {problem.reason}", file=sys.stderr
+            )
+        problems += len(mapping.problems)
+        counts.update(str(event["event_type"]) for event in mapping.events)
+        if len(mapped_patients(mapping.events)) > 1:
+            shared += 1
+        if mapping.events or mapping.problems:
+            records.append((value, fhir_record_key(mapping.events)))
     summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items())) or "no events"
-    if mapping.problems and not args.skip_invalid:
+    if problems and not args.skip_invalid:
         print(
-            f"nothing published: {len(mapping.problems)} problems (--skip-invalid publishes the "
-            "file anyway; the worker dead-letters the parts it cannot map)",
+            f"nothing published: {problems} problems (--skip-invalid publishes the file anyway; "
+            "the worker dead-letters the parts it cannot map)",
             file=sys.stderr,
         )
         return 1
-    if not mapping.events and not mapping.problems:
+    if not records:
         print("nothing published: the file maps to no event", file=sys.stderr)
         return 1
+    plural = "" if len(records) == 1 else "s"
     if args.dry_run:
-        print(f"maps to {summary}; nothing published (--dry-run)")
+        verb = "maps" if len(records) == 1 else "map"
+        counted = f"{len(records)} FHIR record{plural} {verb} to {summary}"
+        print(f"{counted}; nothing published (--dry-run)")
         return 0
-    patients = mapped_patients(mapping.events)
-    if len(patients) > 1:
+    if shared:
         print(
-            f"{len(patients)} patients in one record: publish one Bundle per patient to keep "
-            "each patient's resources in order",
+            f"{shared} records are about several patients: publish one Bundle per patient to "
+            "keep each patient's resources in order",
             file=sys.stderr,
         )
     configure_tracing()
-    topic = asyncio.run(publish_fhir(settings, value, fhir_record_key(mapping.events)))
-    print(f"published 1 FHIR record to {topic}: maps to {summary}")
+    topic = asyncio.run(publish_fhir(settings, records))
+    print(f"published {len(records)} FHIR record{plural} to {topic}: maps to {summary}")
     return 0
 
 
@@ -334,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--fhir",
         action="store_true",
-        help="the file is one FHIR R4 JSON resource or Bundle: validate and map it as the "
-        "worker will, then publish it unchanged to fhir-resources (docs/fhir.md)",
+        help="the file is one FHIR R4 JSON resource or Bundle, or FHIR Bulk Data NDJSON (a "
+        ".ndjson file, one resource a line): validate and map it as the worker will, then "
+        "publish it unchanged to fhir-resources (docs/fhir.md)",
     )
     publish.set_defaults(handler=_cmd_publish)
 

@@ -161,14 +161,18 @@ def fhir_record_key(events: Sequence[Mapping[str, Any]]) -> bytes | None:
     return patients[0].encode("utf-8") if patients else None
 
 
-async def publish_fhir(settings: Settings, value: bytes, key: bytes | None) -> str:
-    """Send one FHIR resource or Bundle, as it is, to ``fhir-resources``; returns the topic
-    once the broker acknowledged it."""
+async def publish_fhir(settings: Settings, records: Sequence[tuple[bytes, bytes | None]]) -> str:
+    """Send FHIR resources or Bundles, each as it is with its key, to ``fhir-resources``, in
+    their order; returns the topic once the broker acknowledged every one."""
     topic = settings.topic_name(FHIR_RESOURCES.base_name)
     producer = await _started_producer(settings)
     try:
-        with tracing.produce_span(topic, "FHIR", new_trace=True) as headers:
-            await (await producer.send(topic, value, key=key, headers=headers))
+        futures = []
+        for value, key in records:
+            with tracing.produce_span(topic, "FHIR", new_trace=True) as headers:
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
+        for future in futures:
+            await future
     finally:
         await producer.stop()
     return topic

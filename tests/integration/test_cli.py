@@ -15,6 +15,7 @@ import pytest
 from streams.contracts.schemas import SCHEMAS_DIR
 from streams.settings import REPOSITORY_ROOT, Settings
 from streams.topics import ensure_topics
+from tests import fhir_scenarios
 from tests.kafka_helpers import consume
 
 pytestmark = pytest.mark.integration
@@ -119,3 +120,69 @@ async def test_topics_create_makes_the_missing_topics_once(settings: Settings) -
     second = medstream(settings, "topics", "create")
     assert second.returncode == 0, second.stderr
     assert "created: nothing (all exist)" in second.stdout
+
+
+async def test_publish_fhir_maps_first_then_sends_the_file_unchanged_keyed_by_patient(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings)
+    topic = settings.topic_name("fhir-resources")
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(fhir_scenarios.bundle(fhir_scenarios.patient(), fhir_scenarios.warfarin()))
+    dry = medstream(settings, "publish", "--fhir", "--dry-run", str(bundle))
+    assert dry.returncode == 0, dry.stderr
+    assert "1 FHIR record maps to 1 MedicationPrescribed, 1 ScheduleSet" in dry.stdout
+    assert await consume(settings, topic, 1, 3.0) == []
+
+    # What the worker would dead-letter is refused, naming the FHIR path and no patient data.
+    prn_value, prn_path = fhir_scenarios.unmappable()["prn"]
+    prn = tmp_path / "prn.json"
+    prn.write_bytes(prn_value)
+    refused = medstream(settings, "publish", "--fhir", str(prn))
+    assert refused.returncode == 1
+    assert f"{prn}: " in refused.stderr
+    assert prn_path in refused.stderr
+    assert "FhirUnmappable" in refused.stderr
+    assert "nothing published" in refused.stderr
+    assert fhir_scenarios.PATIENT not in refused.stderr
+    assert await consume(settings, topic, 1, 3.0) == []
+
+    published = medstream(settings, "publish", "--fhir", str(bundle))
+    assert published.returncode == 0, published.stderr
+    assert f"published 1 FHIR record to {topic}" in published.stdout
+    [record] = await consume(settings, topic, 1)
+    assert record.key == fhir_scenarios.PATIENT.encode()
+    assert record.value == bundle.read_bytes()
+
+
+async def test_publish_fhir_sends_a_bulk_data_ndjson_file_one_record_a_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings)
+    topic = settings.topic_name("fhir-resources")
+    lines = [
+        json.dumps(fhir_scenarios.warfarin()),
+        json.dumps(fhir_scenarios.administration("ma-1", "mr-warfarin")),
+        json.dumps(fhir_scenarios.administration("ma-2", "mr-warfarin", patient_id="fhir-p2")),
+    ]
+    export = tmp_path / "MedicationExport.ndjson"
+    export.write_text("\n".join([*lines[:2], "", '{"resourceType": "MedicationRequest"}']) + "\n")
+    refused = medstream(settings, "publish", "--fhir", str(export))
+    assert refused.returncode == 1
+    # The problem names its line (the blank one is skipped, not counted as a record).
+    assert f"{export}:4: MedicationRequest" in refused.stderr
+    assert await consume(settings, topic, 1, 3.0) == []
+
+    export.write_text("\n".join(lines) + "\n")
+    published = medstream(settings, "publish", "--fhir", str(export))
+    assert published.returncode == 0, published.stderr
+    assert f"published 3 FHIR records to {topic}: maps to 2 DoseTaken" in published.stdout
+    records = sorted(await consume(settings, topic, 3), key=lambda r: (r.partition, r.offset))
+    by_patient: dict[bytes, list[bytes]] = {}
+    for record in records:
+        by_patient.setdefault(record.key, []).append(record.value)
+    # Each patient's records on one partition, in the file's order.
+    assert by_patient == {
+        b"fhir-p1": [lines[0].encode(), lines[1].encode()],
+        b"fhir-p2": [lines[2].encode()],
+    }
